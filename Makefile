@@ -1,0 +1,36 @@
+# The two commands a newcomer needs: `make run` and `make test`. Each does its own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test system lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gridcover needs Python >= 3.11: set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# System packages (PostGIS for the machine's PostgreSQL, GDAL): installed once, checked each time.
+system:
+	@scripts/install_system.sh
+
+run: $(STAMP) system
+	$(BIN)/gridcover db start
+	$(BIN)/gridcover db migrate
+	$(BIN)/gridcover serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP) system
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check geo api tests scripts
+
+clean:
+	-$(BIN)/gridcover db stop
+	rm -rf $(VENV) .pytest_cache .ruff_cache

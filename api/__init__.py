@@ -1,0 +1,3 @@
+"""gridcover service: FastAPI app, database, CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api import __version__
+from api.db import make_engine, resolve_database_url
+from api.errors import Problem
+from api.responses import ProblemResponse
+from api.routes import health, keys
+from api.settings import Settings, get_settings
+
+log = logging.getLogger("gridcover")
+
+
+def problem_response(request: Request, problem: Problem) -> JSONResponse:
+    return ProblemResponse(
+        problem.to_dict(instance=request.url.path),
+        status_code=problem.status,
+        headers=problem.headers,
+    )
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    errors = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        errors.append(
+            {
+                "field": ".".join(loc[1:]) or ".".join(loc),
+                "in": loc[0] if loc else "",
+                "reason": error.get("msg", "invalid"),
+            }
+        )
+    return errors
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error leaves the service as an RFC 7807 problem document."""
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"nothing at {request.url.path}; see /api for what this service offers"
+        return problem_response(request, Problem(exc.status_code, detail, headers=exc.headers))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _field_errors(exc)
+        in_body = any(e["in"] == "body" for e in errors)
+        names = ", ".join(e["field"] for e in errors)
+        return problem_response(
+            request,
+            Problem(
+                422 if in_body else 400, f"invalid {names}: {errors[0]['reason']}", errors=errors
+            ),
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def on_database_away(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return problem_response(
+            request,
+            Problem(
+                503,
+                "the database is unavailable; retry in a few seconds",
+                headers={"Retry-After": "5"},
+            ),
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def on_database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return await on_database_away(request, exc)
+        log.exception("database error on %s", request.url.path)
+        return problem_response(request, Problem(500, "internal database error"))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem_response(request, Problem(500, "internal error; it has been logged"))
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the service. Without `engine`, one is made for the configured database."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owns_engine = engine is None
+        app.state.engine = engine or make_engine(resolve_database_url(settings), settings)
+        try:
+            yield
+        finally:
+            if owns_engine:
+                app.state.engine.dispose()
+
+    app = FastAPI(
+        title="gridcover",
+        version=__version__,
+        description="Grids, cameras and coverage for Xiangxi prefecture (湘西州).",
+        openapi_url="/api",
+        docs_url="/api.html",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(keys.router)
+    return app

@@ -1,0 +1,170 @@
+"""API keys, roles and the one dependency every route declares.
+
+Roles are cumulative (each adds to the one below it), as DESIGN.md describes. What each
+role may do is written once, in `PERMISSIONS`; routes name a permission, never a role.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection, Engine, text
+
+from api.errors import GridcoverError, Problem
+
+KEY_PREFIX = "gck_"
+
+
+class Role(IntEnum):
+    anonymous = 0
+    viewer = 1
+    dispatcher = 2
+    planner = 3
+    admin = 4
+
+
+# The access matrix: the weakest role that holds each permission.
+PERMISSIONS: dict[str, Role] = {
+    "read:public": Role.anonymous,  # health, landing, admin areas, grid outlines, county coverage
+    "read:coverage": Role.viewer,
+    "lookup": Role.dispatcher,
+    "read:incidents": Role.dispatcher,
+    "write:incidents": Role.dispatcher,
+    "read:cameras_visible": Role.dispatcher,
+    "read:worker_phone": Role.dispatcher,
+    "read:cameras": Role.planner,
+    "read:fov": Role.planner,
+    "read:gaps": Role.planner,
+    "plan": Role.planner,
+    "write:grids": Role.admin,
+    "write:cameras": Role.admin,
+    "delete:incidents": Role.admin,
+    "manage:keys": Role.admin,
+    "read:audit": Role.admin,
+}
+ASSIGNABLE_ROLES = tuple(r.name for r in Role if r is not Role.anonymous)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's name and role, or the anonymous public."""
+
+    role: Role
+    name: str = "anonymous"
+    key_id: int | None = None
+
+    def can(self, permission: str) -> bool:
+        return self.role >= PERMISSIONS[permission]
+
+
+ANONYMOUS = Principal(Role.anonymous)
+
+
+def hash_key(key: str) -> str:
+    """Keys are 256-bit random, so a plain SHA-256 is enough to store them safely."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_role(value: str) -> Role:
+    if value not in ASSIGNABLE_ROLES:
+        raise GridcoverError(f"unknown role {value!r}: use one of {', '.join(ASSIGNABLE_ROLES)}")
+    return Role[value]
+
+
+def create_api_key(
+    conn: Connection, role: str, name: str, expires_at: datetime | None = None
+) -> tuple[int, str]:
+    """Store a new key (hashed) and return `(id, key)`; the key is not recoverable later."""
+    parse_role(role)
+    if not name.strip():
+        raise GridcoverError("a key needs a non-empty --name saying who or what uses it")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = conn.execute(
+        text(
+            "INSERT INTO api_key (name, role, key_prefix, key_hash, expires_at) "
+            "VALUES (:name, :role, :prefix, :hash, :expires_at) RETURNING id"
+        ),
+        {
+            "name": name.strip(),
+            "role": role,
+            "prefix": key[:10],
+            "hash": hash_key(key),
+            "expires_at": expires_at,
+        },
+    ).scalar_one()
+    return key_id, key
+
+
+def revoke_api_key(conn: Connection, key_id: int) -> bool:
+    """Mark a key revoked; returns False when no live key has that id."""
+    result = conn.execute(
+        text("UPDATE api_key SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
+        {"id": key_id},
+    )
+    return result.rowcount == 1
+
+
+def principal_for_key(engine: Engine, key: str) -> Principal | None:
+    """The principal behind a live key, or None for unknown, revoked and expired keys."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT id, name, role FROM api_key WHERE key_hash = :hash "
+                "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
+            ),
+            {"hash": hash_key(key)},
+        ).first()
+    return Principal(Role[row.role], row.name, row.id) if row else None
+
+
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `gridcover keys create`")
+
+
+def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """Anonymous without a header; 401 for a header that holds no live key."""
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise Problem(
+                401,
+                "the Authorization header must be 'Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return ANONYMOUS
+    principal = principal_for_key(request.app.state.engine, credentials.credentials)
+    if principal is None:
+        raise Problem(
+            401,
+            "unknown, revoked or expired API key",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return principal
+
+
+def require(permission: str) -> Callable[..., Principal]:
+    """Dependency factory: the caller must hold `permission` (401 anonymous, 403 too weak)."""
+    needed = PERMISSIONS[permission]
+
+    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role >= needed:
+            return principal
+        if principal.role is Role.anonymous:
+            raise Problem(
+                401,
+                f"this needs an API key with role {needed.name} or higher",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        raise Problem(403, f"role {principal.role.name} may not do this; it needs {needed.name}")
+
+    dependency.__name__ = f"require_{permission.replace(':', '_')}"
+    return dependency

@@ -1,0 +1,215 @@
+"""The `gridcover` command line."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+
+from api.errors import GridcoverError
+from api.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="gridcover: grids, cameras and coverage for Xiangxi prefecture (湘西州).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(
+    help="The database: embedded PostGIS under .gridcover/, or GRIDCOVER_DATABASE_URL.",
+    no_args_is_help=True,
+)
+keys_app = typer.Typer(help="API keys (Authorization: Bearer KEY).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def database_url() -> str:
+    from api.db import resolve_database_url
+
+    return resolve_database_url(settings())
+
+
+def engine():
+    from api.db import make_engine
+
+    return make_engine(database_url(), settings())
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+# -- db -----------------------------------------------------------------------------------
+def _external() -> bool:
+    return settings().database_url is not None
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Create (first time) and start the embedded PostGIS; harmless when it already runs."""
+    if _external():
+        say("GRIDCOVER_DATABASE_URL is set: the external database is used, nothing to start")
+        return
+    from api.db import embedded_cluster
+
+    cluster = embedded_cluster(settings())
+    state = cluster.start()
+    say(f"embedded PostGIS running on 127.0.0.1:{state.port} (data in {state.data_dir})")
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostGIS (its data stays)."""
+    if _external():
+        say("GRIDCOVER_DATABASE_URL is set: the external database is not ours to stop")
+        return
+    from api.db import embedded_cluster
+
+    stopped = embedded_cluster(settings()).stop()
+    say("stopped" if stopped else "not running")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the database is reachable, and at which schema revision."""
+    from api.db import check_database, embedded_cluster, resolve_database_url
+    from api.migrate import current_revision, head_revision
+
+    if not _external():
+        status = embedded_cluster(settings()).status()
+        typer.echo(
+            f"embedded: {'running' if status['running'] else 'stopped'} "
+            f"(port {status['port']}, data {status['data_dir']})"
+        )
+        if not status["running"]:
+            raise typer.Exit(3)
+    url = resolve_database_url(settings(), start=False)
+    version = check_database(engine())
+    typer.echo(f"postgis: {version}")
+    typer.echo(f"schema: {current_revision(url) or 'empty'} (latest {head_revision()})")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the SQLAlchemy URL of the database, alone."""
+    typer.echo(database_url())
+
+
+@db_app.command("migrate")
+def db_migrate(
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Upgrade the schema to the latest revision; existing rows are kept."""
+    from api.migrate import upgrade
+
+    reached = upgrade(database_url(), revision)
+    say(f"schema at revision {reached}")
+
+
+# -- keys ---------------------------------------------------------------------------------
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="viewer | dispatcher | planner | admin")],
+    name: Annotated[str, typer.Option(help="who or what uses the key")],
+    expires_days: Annotated[int | None, typer.Option(min=1, help="expire after N days")] = None,
+) -> None:
+    """Create an API key; it is printed once, alone on the last line, and stored hashed."""
+    from api.audit import record_write
+    from api.auth import create_api_key, parse_role
+
+    parse_role(role)
+    expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+    with engine().begin() as conn:
+        key_id, key = create_api_key(conn, role, name, expires_at)
+        record_write(
+            conn,
+            "cli",
+            "create",
+            "api_key",
+            key_id,
+            after={"name": name, "role": role, "expires_at": expires_at},
+        )
+    say(f"created key {key_id} '{name}' with role {role}; store it now, it is not shown again:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (id, name, role, state); never the keys themselves."""
+    from sqlalchemy import text
+
+    with engine().connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT id, name, role, key_prefix, revoked_at, expires_at FROM api_key ORDER BY id"
+            )
+        ).all()
+    for row in rows:
+        state = (
+            "revoked"
+            if row.revoked_at
+            else f"expires {row.expires_at:%Y-%m-%d}"
+            if row.expires_at
+            else "active"
+        )
+        typer.echo(f"{row.id}\t{row.role}\t{row.key_prefix}…\t{state}\t{row.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="the id from `keys list`")]) -> None:
+    """Revoke a key at once."""
+    from api.audit import record_write
+    from api.auth import revoke_api_key
+
+    with engine().begin() as conn:
+        if not revoke_api_key(conn, key_id):
+            raise GridcoverError(f"no live key with id {key_id} (see `gridcover keys list`)")
+        record_write(conn, "cli", "revoke", "api_key", key_id)
+    say(f"revoked key {key_id}")
+
+
+# -- serve --------------------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port to listen on")] = None,
+) -> None:
+    """Serve the HTTP API until stopped (Ctrl-C)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.db import check_database
+    from api.embedded import port_in_use
+    from api.migrate import current_revision, head_revision
+
+    config = settings()
+    host = host or config.host
+    port = port or config.port
+    if port_in_use(port, host):
+        raise GridcoverError(
+            f"port {port} on {host} is in use: stop the other server or choose one with --port"
+        )
+    url = database_url()
+    check_database(engine())
+    if current_revision(url) != head_revision():
+        raise GridcoverError("the database schema is not up to date: run `gridcover db migrate`")
+    say(f"serving on http://{host}:{port} (API description at /api, docs at /api.html)")
+    uvicorn.run(create_app(config), host=host, port=port, log_level=config.log_level)
+
+
+def main() -> None:
+    """Entry point: user-facing failures become one line on stderr and exit status 1."""
+    try:
+        app()
+    except GridcoverError as exc:
+        typer.echo(f"gridcover: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

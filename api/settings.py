@@ -1,0 +1,66 @@
+"""Configuration, read from `GRIDCOVER_*` environment variables (and an optional `.env`)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.errors import GridcoverError
+
+ENV_PREFIX = "GRIDCOVER_"
+
+
+class Settings(BaseSettings):
+    """Every setting has a `GRIDCOVER_` environment variable of the same name in capitals."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="forbid", frozen=True
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of an external PostGIS; unset means the embedded one.",
+    )
+    home: Path = Field(
+        default=Path(".gridcover"),
+        description="Folder of the embedded PostgreSQL cluster and its remembered port.",
+    )
+    pg_bindir: Path | None = Field(
+        default=None, description="PostgreSQL server binaries; found automatically if unset."
+    )
+    pg_user: str = Field(
+        default="postgres",
+        description="Unprivileged system user that runs the embedded cluster when run as root.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_connect_timeout_s: int = Field(default=3, ge=1)
+    statement_timeout_ms: int = Field(default=30_000, ge=100)
+    log_level: str = "info"
+
+
+def unknown_env_settings() -> list[str]:
+    """`GRIDCOVER_*` variables that name no setting (typos would otherwise pass silently)."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known.add("GRIDCOVER_TEST_DATABASE_URL")  # read by the test-suite only
+    return sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; raises a `GridcoverError` naming what is wrong."""
+    unknown = unknown_env_settings()
+    if unknown:
+        known = ", ".join(ENV_PREFIX + n.upper() for n in Settings.model_fields)
+        raise GridcoverError(f"unknown setting {', '.join(unknown)}; known settings: {known}")
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise GridcoverError(f"invalid {name}: {first['msg']}") from None
