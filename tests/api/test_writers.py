@@ -1,0 +1,162 @@
+"""The write path every importer and the demo loader share: validate all rows, then COPY.
+
+Each test writes inside a transaction it rolls back, so the shared test database stays
+as it was.
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import geopandas as gpd
+import pytest
+from shapely import Point, Polygon, box
+from sqlalchemy import Connection, text
+
+from api.services.admin_areas import write_admin_areas
+from api.services.cameras import write_cameras
+from api.services.grids import write_grids
+from api.services.incidents import ensure_default_categories, write_incidents
+from api.services.validation import RowsRejected
+from geo.codes import make_gb28181
+
+JISHOU = box(109.70, 28.26, 109.72, 28.28)  # inside 吉首市, ~2 km x 2.2 km
+BOWTIE = Polygon([(109.70, 28.26), (109.71, 28.27), (109.71, 28.26), (109.70, 28.27)])
+
+
+@pytest.fixture
+def conn(engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        yield connection
+        transaction.rollback()
+
+
+def areas(rows):
+    return gpd.GeoDataFrame(rows, columns=["code", "level", "name", "parent_code", "geometry"],
+                            geometry="geometry", crs=4326)
+
+
+def jishou_village(conn):
+    write_admin_areas(conn, areas([
+        ("433101", "county", "吉首市", None, JISHOU),
+        ("433101002", "township", "峒河街道", "433101", JISHOU),
+        ("433101002001", "village", "峒河社区", "433101002", JISHOU),
+    ]))
+
+
+def count(conn, table):
+    return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def test_admin_areas_are_written_parents_first_with_metric_area(conn):
+    jishou_village(conn)
+    rows = conn.execute(text("SELECT code, level, area_m2 FROM admin_area ORDER BY code")).all()
+    assert [r.level for r in rows] == ["county", "township", "village"]
+    assert rows[0].area_m2 == pytest.approx(1956.0 * 2218.0, rel=0.01)
+
+
+def test_every_bad_admin_area_row_is_reported_and_nothing_written(conn):
+    bad = areas([
+        ("43310", "county", "短码", None, JISHOU),
+        ("433101002", "township", "自相交", "433101", BOWTIE),
+        ("433101002", "township", "重复", "433101", JISHOU),
+        ("433101002001", "hamlet", "层级错", "433101002", JISHOU),
+        ("433101002002", "village", "点", "433101002", Point(109.7, 28.27)),
+    ])
+    with pytest.raises(RowsRejected) as caught:
+        write_admin_areas(conn, bad)
+    reported = {(e["row"], e["field"]) for e in caught.value.errors}
+    assert reported >= {(0, "code"), (1, "geometry"), (2, "code"), (3, "level"), (4, "geometry")}
+    assert any("Self-intersection" in e["reason"] for e in caught.value.errors)
+    assert "nothing was written" in str(caught.value)
+    assert count(conn, "admin_area") == 0
+
+
+def test_grid_codes_must_carry_their_village_code(conn):
+    jishou_village(conn)
+    grids = gpd.GeoDataFrame({
+        "code": ["433101002001001", "433101002009001", "43310100200100"],
+        "name": ["第1网格", "第2网格", "第3网格"],
+        "village_code": ["433101002001"] * 3,
+        "households": [400, -1, 350],
+    }, geometry=[JISHOU] * 3, crs=4326)
+    with pytest.raises(RowsRejected) as caught:
+        write_grids(conn, grids)
+    reasons = {(e["row"], e["field"], e["reason"]) for e in caught.value.errors}
+    assert (1, "code", "must start with its 12-digit village code") in reasons
+    assert (1, "households", "must not be negative") in reasons
+    assert (2, "code", "a grid code has 15 digits") in reasons
+    assert count(conn, "grid") == 0
+    write_grids(conn, grids.iloc[:1])
+    assert conn.execute(text("SELECT version, valid_to FROM grid")).one() == (1, None)
+
+
+def camera_rows(n=1, **overrides):
+    rows = {
+        "gb_id": [make_gb28181("433101", 131, i) for i in range(n)],
+        "name": [f"乾州{i}号" for i in range(n)],
+        "kind": ["bullet"] * n, "height_m": [6.0] * n, "azimuth_deg": [90.0] * n,
+        "hfov_deg": [90.0] * n, "resolution_h_px": [1920] * n, "range_m": [None] * n,
+        "county_code": ["433101"] * n,
+    }
+    rows.update(overrides)
+    return gpd.GeoDataFrame(rows, geometry=[Point(109.71, 28.27)] * n, crs=4326)
+
+
+def test_cameras_are_checked_row_by_row(conn):
+    jishou_village(conn)
+    cameras = camera_rows(
+        7,
+        gb_id=[make_gb28181("433101", 131, 1), make_gb28181("433122", 131, 2),
+               make_gb28181("433101", 118, 3), make_gb28181("433101", 131, 1),
+               make_gb28181("433101", 132, 5), make_gb28181("433101", 132, 6),
+               make_gb28181("433101", 132, 7)],
+        azimuth_deg=[90.0, 90.0, 90.0, 90.0, 360.0, 90.0, 90.0],
+        hfov_deg=[90.0, 90.0, 90.0, 90.0, 90.0, 0.0, 90.0],
+        height_m=[6.0, 6.0, 6.0, 6.0, 6.0, 6.0, -1.0],
+    )
+    cameras.loc[6, "geometry"] = Point(113.0, 28.2)  # Changsha, far outside Xiangxi
+    with pytest.raises(RowsRejected) as caught:
+        write_cameras(conn, cameras)
+    by_row = {}
+    for error in caught.value.errors:
+        by_row.setdefault(error["row"], []).append(error["reason"])
+    assert 0 not in by_row
+    assert any("433122" in r and "433101" in r for r in by_row[1])
+    assert any("type code" in r for r in by_row[2])
+    assert by_row[3] == ["duplicate value in this file"]
+    assert by_row[4] == ["must be in [0, 360) degrees"]
+    assert by_row[5] == ["must be in (0, 360] degrees"]
+    assert set(by_row[6]) == {"must be 0 m or more", "point lies outside Xiangxi prefecture"}
+    assert count(conn, "camera") == 0
+
+
+def test_good_cameras_get_defaults_and_metric_points(conn):
+    jishou_village(conn)
+    assert write_cameras(conn, camera_rows(3)) == 3
+    row = conn.execute(text(
+        "SELECT status, owner, ST_SRID(geom_m) AS srid FROM camera LIMIT 1")).one()
+    assert tuple(row) == ("online", "public", 4546)
+
+
+def test_incidents_are_assigned_to_the_grid_valid_when_reported(conn):
+    jishou_village(conn)
+    ensure_default_categories(conn)
+    west, east = box(109.70, 28.26, 109.71, 28.28), box(109.71, 28.26, 109.72, 28.28)
+    write_grids(conn, gpd.GeoDataFrame(
+        {"code": ["433101002001001", "433101002001002"], "name": ["西", "东"],
+         "village_code": ["433101002001"] * 2},
+        geometry=[west, east], crs=4326), valid_from=datetime(2024, 1, 1, tzinfo=UTC))
+    incidents = gpd.GeoDataFrame(
+        {"category": ["dispute", "traffic", "other", "other"],
+         "reported_at": [datetime(2025, 3, 1, 9, tzinfo=UTC)] * 4},
+        geometry=[Point(109.705, 28.27), Point(109.715, 28.27),
+                  Point(109.71, 28.27),  # on the shared edge: the smaller code wins
+                  Point(109.80, 28.27)],  # in no grid: stored, unassigned
+        crs=4326)
+    assert write_incidents(conn, incidents) == 4
+    rows = conn.execute(text(
+        "SELECT grid_code, department FROM incident ORDER BY id")).all()
+    assert [r.grid_code for r in rows] == ["433101002001001", "433101002001002",
+                                           "433101002001001", None]
+    assert rows[0].department == "综治中心"
