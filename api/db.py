@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+
+import psycopg
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -70,3 +73,28 @@ def check_database(engine: Engine) -> str:
             f"cannot reach the database ({reason}); check GRIDCOVER_DATABASE_URL "
             "or run `gridcover db start`"
         ) from None
+
+
+def libpq_url(url: str) -> str:
+    """The same URL in the form psycopg/libpq takes (no SQLAlchemy driver suffix)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_scratch_database(server_url: str, prefix: str = "gridcover_scratch") -> str:
+    """Create an empty PostGIS database on `server_url`'s server; returns its URL.
+
+    For tests and benchmarks, which must never touch the database of `make run`.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION postgis")
+    return url
+
+
+def drop_scratch_database(server_url: str, url: str) -> None:
+    name = make_url(url).database
+    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

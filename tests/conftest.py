@@ -8,15 +8,18 @@ database that `make run` uses is never touched.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
-from api.db import embedded_cluster, make_engine, normalise_url
+from api.db import (
+    create_scratch_database,
+    drop_scratch_database,
+    embedded_cluster,
+    make_engine,
+    normalise_url,
+)
 from api.migrate import upgrade
 from api.settings import Settings
 
@@ -31,27 +34,6 @@ def _server_url() -> str:
     return cluster.url()
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def create_scratch_database(server_url: str, prefix: str = "gridcover_test") -> str:
-    """Create an empty PostGIS database next to `server_url`'s; returns its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_libpq(server_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION postgis")
-    return url
-
-
-def drop_scratch_database(server_url: str, url: str) -> None:
-    name = make_url(url).database
-    with psycopg.connect(_libpq(server_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="session")
 def server_url() -> str:
     return _server_url()
@@ -60,7 +42,7 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A migrated, throw-away database for the whole run."""
-    url = create_scratch_database(server_url)
+    url = create_scratch_database(server_url, prefix="gridcover_test")
     upgrade(url)
     yield url
     drop_scratch_database(server_url, url)

@@ -4,8 +4,8 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
+from api.db import create_scratch_database, drop_scratch_database
 from api.migrate import current_revision, head_revision, upgrade
-from tests.conftest import create_scratch_database, drop_scratch_database
 
 SQUARE_NEAR_JISHOU = (
     "MULTIPOLYGON(((109.70 28.26, 109.71 28.26, 109.71 28.27, 109.70 28.27, 109.70 28.26)))"
