@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import shapely
-from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
 
 WGS84_SRID = 4326
@@ -47,33 +47,40 @@ def copy_frame(
     Returns the number of rows written.
     """
     geometry_columns = geometry_columns or {}
-    columns = list(frame.columns)
-    encoded = {
-        name: ewkb_hex(frame[name].to_numpy(), geometry_columns[name])
-        if name in geometry_columns
-        else frame[name].to_numpy(dtype=object)
-        for name in columns
-    }
-    column_list = ", ".join(f'"{name}"' for name in columns)
+    column_list = ", ".join(f'"{name}"' for name in frame.columns)
     cursor = conn.connection.driver_connection.cursor()
-    written = 0
     with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
         for start in range(0, len(frame), chunk_rows):
-            stop = min(start + chunk_rows, len(frame))
-            for i in range(start, stop):
-                copy.write_row([_cell(encoded[name][i]) for name in columns])
-            written = stop
+            chunk = frame.iloc[start : start + chunk_rows]
+            fields = [
+                ewkb_hex(chunk[name].to_numpy(), geometry_columns[name])
+                if name in geometry_columns
+                else copy_text(chunk[name].to_numpy(dtype=object))
+                for name in chunk.columns
+            ]
+            lines = fields[0].astype(object)
+            for field_text in fields[1:]:
+                lines = lines + "\t" + field_text.astype(object)
+            copy.write("\n".join(lines) + "\n")
             if progress:
-                progress(stop - start)
-    return written
+                progress(len(chunk))
+    return len(frame)
 
 
-def _cell(value: Any) -> Any:
-    """None for every kind of missing value; COPY writes it as NULL."""
-    if isinstance(value, dict | list):
-        return Jsonb(value)
-    if value is None or pd.isna(value):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+
+
+def copy_text(values: np.ndarray) -> np.ndarray:
+    """Values in COPY's text format: NULL as \\N, backslash and control characters escaped,
+    dicts and lists as JSON."""
+    series = pd.Series(values, dtype=object)
+    structured = series.map(lambda v: isinstance(v, dict | list)).to_numpy(bool)
+    if structured.any():
+        series[structured] = [orjson.dumps(v).decode() for v in series[structured]]
+    missing = series.isna().to_numpy()
+    text = series.astype(str)
+    for raw, escaped in _ESCAPES:
+        text = text.str.replace(raw, escaped, regex=False)
+    out = text.to_numpy(dtype=object)
+    out[missing] = "\\N"
+    return out

@@ -32,16 +32,25 @@ def conn(engine) -> Iterator[Connection]:
 
 
 def areas(rows):
-    return gpd.GeoDataFrame(rows, columns=["code", "level", "name", "parent_code", "geometry"],
-                            geometry="geometry", crs=4326)
+    return gpd.GeoDataFrame(
+        rows,
+        columns=["code", "level", "name", "parent_code", "geometry"],
+        geometry="geometry",
+        crs=4326,
+    )
 
 
 def jishou_village(conn):
-    write_admin_areas(conn, areas([
-        ("433101", "county", "吉首市", None, JISHOU),
-        ("433101002", "township", "峒河街道", "433101", JISHOU),
-        ("433101002001", "village", "峒河社区", "433101002", JISHOU),
-    ]))
+    write_admin_areas(
+        conn,
+        areas(
+            [
+                ("433101", "county", "吉首市", None, JISHOU),
+                ("433101002", "township", "峒河街道", "433101", JISHOU),
+                ("433101002001", "village", "峒河社区", "433101002", JISHOU),
+            ]
+        ),
+    )
 
 
 def count(conn, table):
@@ -56,13 +65,15 @@ def test_admin_areas_are_written_parents_first_with_metric_area(conn):
 
 
 def test_every_bad_admin_area_row_is_reported_and_nothing_written(conn):
-    bad = areas([
-        ("43310", "county", "短码", None, JISHOU),
-        ("433101002", "township", "自相交", "433101", BOWTIE),
-        ("433101002", "township", "重复", "433101", JISHOU),
-        ("433101002001", "hamlet", "层级错", "433101002", JISHOU),
-        ("433101002002", "village", "点", "433101002", Point(109.7, 28.27)),
-    ])
+    bad = areas(
+        [
+            ("43310", "county", "短码", None, JISHOU),
+            ("433101002", "township", "自相交", "433101", BOWTIE),
+            ("433101002", "township", "重复", "433101", JISHOU),
+            ("433101002001", "hamlet", "层级错", "433101002", JISHOU),
+            ("433101002002", "village", "点", "433101002", Point(109.7, 28.27)),
+        ]
+    )
     with pytest.raises(RowsRejected) as caught:
         write_admin_areas(conn, bad)
     reported = {(e["row"], e["field"]) for e in caught.value.errors}
@@ -74,12 +85,16 @@ def test_every_bad_admin_area_row_is_reported_and_nothing_written(conn):
 
 def test_grid_codes_must_carry_their_village_code(conn):
     jishou_village(conn)
-    grids = gpd.GeoDataFrame({
-        "code": ["433101002001001", "433101002009001", "43310100200100"],
-        "name": ["第1网格", "第2网格", "第3网格"],
-        "village_code": ["433101002001"] * 3,
-        "households": [400, -1, 350],
-    }, geometry=[JISHOU] * 3, crs=4326)
+    grids = gpd.GeoDataFrame(
+        {
+            "code": ["433101002001001", "433101002009001", "43310100200100"],
+            "name": ["第1网格", "第2网格", "第3网格"],
+            "village_code": ["433101002001"] * 3,
+            "households": [400, -1, 350],
+        },
+        geometry=[JISHOU] * 3,
+        crs=4326,
+    )
     with pytest.raises(RowsRejected) as caught:
         write_grids(conn, grids)
     reasons = {(e["row"], e["field"], e["reason"]) for e in caught.value.errors}
@@ -95,8 +110,12 @@ def camera_rows(n=1, **overrides):
     rows = {
         "gb_id": [make_gb28181("433101", 131, i) for i in range(n)],
         "name": [f"乾州{i}号" for i in range(n)],
-        "kind": ["bullet"] * n, "height_m": [6.0] * n, "azimuth_deg": [90.0] * n,
-        "hfov_deg": [90.0] * n, "resolution_h_px": [1920] * n, "range_m": [None] * n,
+        "kind": ["bullet"] * n,
+        "height_m": [6.0] * n,
+        "azimuth_deg": [90.0] * n,
+        "hfov_deg": [90.0] * n,
+        "resolution_h_px": [1920] * n,
+        "range_m": [None] * n,
         "county_code": ["433101"] * n,
     }
     rows.update(overrides)
@@ -107,10 +126,15 @@ def test_cameras_are_checked_row_by_row(conn):
     jishou_village(conn)
     cameras = camera_rows(
         7,
-        gb_id=[make_gb28181("433101", 131, 1), make_gb28181("433122", 131, 2),
-               make_gb28181("433101", 118, 3), make_gb28181("433101", 131, 1),
-               make_gb28181("433101", 132, 5), make_gb28181("433101", 132, 6),
-               make_gb28181("433101", 132, 7)],
+        gb_id=[
+            make_gb28181("433101", 131, 1),
+            make_gb28181("433122", 131, 2),
+            make_gb28181("433101", 118, 3),
+            make_gb28181("433101", 131, 1),
+            make_gb28181("433101", 132, 5),
+            make_gb28181("433101", 132, 6),
+            make_gb28181("433101", 132, 7),
+        ],
         azimuth_deg=[90.0, 90.0, 90.0, 90.0, 360.0, 90.0, 90.0],
         hfov_deg=[90.0, 90.0, 90.0, 90.0, 90.0, 0.0, 90.0],
         height_m=[6.0, 6.0, 6.0, 6.0, 6.0, 6.0, -1.0],
@@ -134,8 +158,9 @@ def test_cameras_are_checked_row_by_row(conn):
 def test_good_cameras_get_defaults_and_metric_points(conn):
     jishou_village(conn)
     assert write_cameras(conn, camera_rows(3)) == 3
-    row = conn.execute(text(
-        "SELECT status, owner, ST_SRID(geom_m) AS srid FROM camera LIMIT 1")).one()
+    row = conn.execute(
+        text("SELECT status, owner, ST_SRID(geom_m) AS srid FROM camera LIMIT 1")
+    ).one()
     assert tuple(row) == ("online", "public", 4546)
 
 
@@ -143,20 +168,49 @@ def test_incidents_are_assigned_to_the_grid_valid_when_reported(conn):
     jishou_village(conn)
     ensure_default_categories(conn)
     west, east = box(109.70, 28.26, 109.71, 28.28), box(109.71, 28.26, 109.72, 28.28)
-    write_grids(conn, gpd.GeoDataFrame(
-        {"code": ["433101002001001", "433101002001002"], "name": ["西", "东"],
-         "village_code": ["433101002001"] * 2},
-        geometry=[west, east], crs=4326), valid_from=datetime(2024, 1, 1, tzinfo=UTC))
+    write_grids(
+        conn,
+        gpd.GeoDataFrame(
+            {
+                "code": ["433101002001001", "433101002001002"],
+                "name": ["西", "东"],
+                "village_code": ["433101002001"] * 2,
+            },
+            geometry=[west, east],
+            crs=4326,
+        ),
+        valid_from=datetime(2024, 1, 1, tzinfo=UTC),
+    )
     incidents = gpd.GeoDataFrame(
-        {"category": ["dispute", "traffic", "other", "other"],
-         "reported_at": [datetime(2025, 3, 1, 9, tzinfo=UTC)] * 4},
-        geometry=[Point(109.705, 28.27), Point(109.715, 28.27),
-                  Point(109.71, 28.27),  # on the shared edge: the smaller code wins
-                  Point(109.80, 28.27)],  # in no grid: stored, unassigned
-        crs=4326)
+        {
+            "category": ["dispute", "traffic", "other", "other"],
+            "reported_at": [datetime(2025, 3, 1, 9, tzinfo=UTC)] * 4,
+        },
+        geometry=[
+            Point(109.705, 28.27),
+            Point(109.715, 28.27),
+            Point(109.71, 28.27),  # on the shared edge: the smaller code wins
+            Point(109.80, 28.27),
+        ],  # in no grid: stored, unassigned
+        crs=4326,
+    )
     assert write_incidents(conn, incidents) == 4
-    rows = conn.execute(text(
-        "SELECT grid_code, department FROM incident ORDER BY id")).all()
-    assert [r.grid_code for r in rows] == ["433101002001001", "433101002001002",
-                                           "433101002001001", None]
+    rows = conn.execute(text("SELECT grid_code, department FROM incident ORDER BY id")).all()
+    assert [r.grid_code for r in rows] == [
+        "433101002001001",
+        "433101002001002",
+        "433101002001001",
+        None,
+    ]
     assert rows[0].department == "综治中心"
+
+
+def test_text_survives_copy_exactly_and_missing_stays_null(conn):
+    from api.services.targets import write_key_places
+
+    names = ["乾州\t小学", "back\\slash", "两行\n文字", "", None, "\\N"]
+    places = gpd.GeoDataFrame({"kind": ["school"] * len(names), "name": names},
+                              geometry=[Point(109.71, 28.27)] * len(names), crs=4326)
+    write_key_places(conn, places)
+    stored = conn.execute(text("SELECT name FROM key_place ORDER BY id")).scalars().all()
+    assert stored == names
