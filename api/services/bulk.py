@@ -68,19 +68,24 @@ def copy_frame(
 
 
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+_PLAIN_KINDS = {"string", "empty", "floating", "integer", "mixed-integer-float", "boolean",
+                "datetime", "datetime64", "date"}
 
 
 def copy_text(values: np.ndarray) -> np.ndarray:
     """Values in COPY's text format: NULL as \\N, backslash and control characters escaped,
     dicts and lists as JSON."""
     series = pd.Series(values, dtype=object)
-    structured = series.map(lambda v: isinstance(v, dict | list)).to_numpy(bool)
-    if structured.any():
-        series[structured] = [orjson.dumps(v).decode() for v in series[structured]]
     missing = series.isna().to_numpy()
-    text = series.astype(str)
+    if pd.api.types.infer_dtype(series, skipna=True) not in _PLAIN_KINDS:
+        series = series.map(lambda v: orjson.dumps(v).decode() if isinstance(v, dict | list) else v)
+    # Escaping one joined string runs at C speed; NUL cannot occur in PostgreSQL text, so it
+    # is a safe separator (a value holding one is refused below rather than split).
+    joined = "\0".join(map(str, series.to_numpy()))
+    if joined.count("\0") != len(series) - 1:
+        raise ValueError("a text value contains a NUL character, which PostgreSQL cannot store")
     for raw, escaped in _ESCAPES:
-        text = text.str.replace(raw, escaped, regex=False)
-    out = text.to_numpy(dtype=object)
+        joined = joined.replace(raw, escaped)
+    out = np.array(joined.split("\0"), dtype=object) if len(series) else np.array([], object)
     out[missing] = "\\N"
     return out
