@@ -23,6 +23,7 @@ system:
 run: $(STAMP) system
 	$(BIN)/gridcover db start
 	$(BIN)/gridcover db migrate
+	$(BIN)/gridcover demo load --if-empty
 	$(BIN)/gridcover serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) system

@@ -23,7 +23,11 @@ db_app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys (Authorization: Bearer KEY).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+demo_app = typer.Typer(
+    help="The demo world: real Xiangxi outlines and codes, synthetic detail.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
+app.add_typer(demo_app, name="demo")
 
 
 def settings() -> Settings:
@@ -173,6 +177,44 @@ def keys_revoke(key_id: Annotated[int, typer.Argument(help="the id from `keys li
             raise GridcoverError(f"no live key with id {key_id} (see `gridcover keys list`)")
         record_write(conn, "cli", "revoke", "api_key", key_id)
     say(f"revoked key {key_id}")
+
+
+# -- demo ---------------------------------------------------------------------------------
+@demo_app.command("load")
+def demo_load(
+    scale: Annotated[
+        str, typer.Option(help="small (one county, seconds) or full (~1 minute)")
+    ] = "full",
+    seed: Annotated[int, typer.Option(help="same seed, same world")] = 0,
+    replace: Annotated[bool, typer.Option(help="delete the current data first")] = False,
+    if_empty: Annotated[bool, typer.Option(help="do nothing when data is already loaded")] = False,
+) -> None:
+    """Load the deterministic demo world (grids, cameras, roads, incidents, addresses)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from api.services.admin_areas import count_admin_areas
+    from api.services.demo import load_demo
+
+    db = engine()
+    if if_empty:
+        with db.connect() as conn:
+            if count_admin_areas(conn):
+                say("demo: the database already holds data; nothing loaded")
+                return
+    columns = (
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("demo", total=1.0)
+
+        def report(stage: str, fraction: float) -> None:
+            bar.update(task, description=stage, completed=fraction)
+
+        written = load_demo(db, scale, seed, replace=replace, progress=report)
+    say("loaded: " + ", ".join(f"{count:,} {name}" for name, count in written.items()))
 
 
 # -- serve --------------------------------------------------------------------------------

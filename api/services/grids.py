@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from api.services.bulk import copy_frame, select_columns
-from api.services.validation import RowErrors, as_multi
+from api.services.validation import RowErrors, RowsRejected, as_multi
 
 GRID_KINDS = ("综合网格", "专属网格")
 COLUMNS = [
@@ -50,14 +50,99 @@ def validate_grids(grids: gpd.GeoDataFrame) -> None:
     errors.raise_if_any()
 
 
+# Tolerance for slivers from floating point noise along shared edges, in m² (EPSG:4546).
+AREA_TOLERANCE_M2 = 1.0
+
+# Set operations run in the storage CRS, where shared edges of imported tilings coincide
+# exactly; only the resulting slivers are measured in metres (EPSG:4546).
+PLACEMENT_CHECKS = """
+WITH checked AS (
+    SELECT s.row, s.code, 'village_code' AS field,
+           'village ' || s.village_code || ' is not a known village' AS reason
+    FROM grid_stage s LEFT JOIN admin_area v ON v.code = s.village_code AND v.level = 'village'
+    WHERE v.code IS NULL
+    UNION ALL
+    SELECT s.row, s.code, 'geometry',
+           format('extends %s m² outside its village %s', round(d.area_m2::numeric, 1), v.code)
+    FROM grid_stage s JOIN admin_area v ON v.code = s.village_code AND v.level = 'village'
+    CROSS JOIN LATERAL (
+        SELECT ST_Area(ST_Transform(ST_Difference(s.geom, v.geom), 4546)) AS area_m2
+    ) d
+    WHERE NOT ST_CoveredBy(s.geom, v.geom) AND d.area_m2 > :tolerance
+    UNION ALL
+    SELECT s.row, s.code, 'geometry',
+           format('overlaps grid %s by %s m²', g.code, round(o.area_m2::numeric, 1))
+    FROM grid_stage s JOIN grid g
+      ON g.valid_to IS NULL AND g.code <> s.code AND ST_Intersects(g.geom, s.geom)
+    CROSS JOIN LATERAL (
+        SELECT ST_Area(ST_Transform(ST_Intersection(s.geom, g.geom), 4546)) AS area_m2
+    ) o
+    WHERE NOT (g.code = ANY(:replaced)) AND o.area_m2 > :tolerance
+    UNION ALL
+    SELECT b.row, b.code, 'geometry',
+           format('overlaps grid %s (row %s) by %s m²', a.code, a.row, round(o.area_m2::numeric, 1))
+    FROM grid_stage a JOIN grid_stage b ON a.row < b.row AND ST_Intersects(a.geom, b.geom)
+    CROSS JOIN LATERAL (
+        SELECT ST_Area(ST_Transform(ST_Intersection(a.geom, b.geom), 4546)) AS area_m2
+    ) o
+    WHERE o.area_m2 > :tolerance
+    UNION ALL
+    SELECT s.row, s.code, 'code', 'grid ' || s.code || ' exists already; edit it instead'
+    FROM grid_stage s JOIN grid g ON g.code = s.code AND g.valid_to IS NULL
+    WHERE NOT (s.code = ANY(:replaced))
+)
+SELECT * FROM checked ORDER BY row
+"""
+
+
+def check_grid_placement(
+    conn: Connection, grids: gpd.GeoDataFrame, replaced: Sequence[str] = ()
+) -> list[dict[str, object]]:
+    """Errors against what is stored: unknown village, outside it, overlapping a sibling
+    or another row by more than `AREA_TOLERANCE_M2`, code already taken.
+
+    `replaced` names current grids this write retires (they may be overlapped and reused).
+    """
+    conn.execute(
+        text(
+            "CREATE TEMP TABLE IF NOT EXISTS grid_stage "
+            "(row integer, code text, village_code text, geom geometry(MultiPolygon, 4326)) "
+            "ON COMMIT DROP"
+        )
+    )
+    conn.execute(text("TRUNCATE grid_stage"))
+    stage = pd.DataFrame(
+        {
+            "row": np.arange(len(grids)),
+            "code": grids["code"].to_numpy(),
+            "village_code": grids["village_code"].to_numpy(),
+            "geom": as_multi(grids.geometry.to_numpy()),
+        }
+    )
+    copy_frame(conn, "grid_stage", stage, {"geom": 4326})
+    conn.execute(text("CREATE INDEX ON grid_stage USING gist (geom)"))
+    conn.execute(text("ANALYZE grid_stage"))
+    rows = conn.execute(
+        text(PLACEMENT_CHECKS), {"tolerance": AREA_TOLERANCE_M2, "replaced": list(replaced)}
+    ).all()
+    conn.execute(text("DROP TABLE grid_stage"))
+    return [{"row": r.row, "field": r.field, "reason": r.reason, "id": r.code} for r in rows]
+
+
 def write_grids(
     conn: Connection,
     grids: gpd.GeoDataFrame,
     valid_from: datetime | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Insert new grids (first versions, WGS84) after validating them; all or nothing."""
+    """Insert new grids (first versions, WGS84) after validating them; all or nothing.
+
+    Rows are checked alone first, then against the stored villages and grids.
+    """
     validate_grids(grids)
+    placement_errors = check_grid_placement(conn, grids)
+    if placement_errors:
+        raise RowsRejected("grids", placement_errors)
     frame = select_columns(grids, COLUMNS, {"kind": GRID_KINDS[0]})
     for name in ("households", "population"):
         frame[name] = frame[name].map(lambda v: None if pd.isna(v) else int(v))

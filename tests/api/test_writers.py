@@ -209,8 +209,62 @@ def test_text_survives_copy_exactly_and_missing_stays_null(conn):
     from api.services.targets import write_key_places
 
     names = ["乾州\t小学", "back\\slash", "两行\n文字", "", None, "\\N"]
-    places = gpd.GeoDataFrame({"kind": ["school"] * len(names), "name": names},
-                              geometry=[Point(109.71, 28.27)] * len(names), crs=4326)
+    places = gpd.GeoDataFrame(
+        {"kind": ["school"] * len(names), "name": names},
+        geometry=[Point(109.71, 28.27)] * len(names),
+        crs=4326,
+    )
     write_key_places(conn, places)
     stored = conn.execute(text("SELECT name FROM key_place ORDER BY id")).scalars().all()
     assert stored == names
+
+
+def test_grids_are_checked_against_their_village_and_siblings(conn):
+    jishou_village(conn)
+    west, east = box(109.70, 28.26, 109.71, 28.28), box(109.71, 28.26, 109.72, 28.28)
+    write_grids(
+        conn,
+        gpd.GeoDataFrame(
+            {"code": ["433101002001001"], "name": ["西"], "village_code": ["433101002001"]},
+            geometry=[west],
+            crs=4326,
+        ),
+    )
+    rows = gpd.GeoDataFrame(
+        {
+            "code": [
+                "433101002001002",
+                "433101002001003",
+                "433101002001004",
+                "433101002001001",
+                "433101002009001",
+                "433101002001006",
+            ],
+            "name": ["东", "越界", "压西", "重号", "无村", "压东"],
+            "village_code": ["433101002001"] * 4 + ["433101002009", "433101002001"],
+        },
+        geometry=[
+            east,
+            box(109.715, 28.27, 109.73, 28.275),
+            box(109.705, 28.262, 109.709, 28.264),
+            box(109.701, 28.279, 109.702, 28.2799),
+            east,
+            box(109.711, 28.261, 109.712, 28.262),
+        ],
+        crs=4326,
+    )
+    with pytest.raises(RowsRejected) as caught:
+        write_grids(conn, rows)
+    reasons = {}
+    for error in caught.value.errors:
+        reasons.setdefault(error["row"], []).append(error["reason"])
+    assert 0 not in reasons  # east touches west along an edge: fine
+    assert any(
+        r.startswith("extends") and r.endswith("outside its village 433101002001")
+        for r in reasons[1]
+    )
+    assert reasons[2][0].startswith("overlaps grid 433101002001001 by")
+    assert reasons[3] == ["grid 433101002001001 exists already; edit it instead"]
+    assert "village 433101002009 is not a known village" in reasons[4]
+    assert any(r.startswith("overlaps grid 433101002001002 (row 0)") for r in reasons[5])
+    assert count(conn, "grid") == 1
