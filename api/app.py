@@ -18,7 +18,8 @@ from api import __version__
 from api.db import make_engine, resolve_database_url
 from api.errors import Problem
 from api.responses import ProblemResponse
-from api.routes import health, keys
+from api.routes import health, keys, lookup
+from api.services.lookup import GridLocator
 from api.settings import Settings, get_settings
 
 log = logging.getLogger("gridcover")
@@ -106,9 +107,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owns_engine = engine is None
         app.state.engine = engine or make_engine(resolve_database_url(settings), settings)
+        app.state.grid_locator = GridLocator(app.state.engine)
+        app.state.grid_locator.start()
         try:
             yield
         finally:
+            app.state.grid_locator.stop()
             if owns_engine:
                 app.state.engine.dispose()
 
@@ -125,4 +129,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(keys.router)
+    app.include_router(lookup.router)
     return app

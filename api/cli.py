@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -215,6 +216,96 @@ def demo_load(
 
         written = load_demo(db, scale, seed, replace=replace, progress=report)
     say("loaded: " + ", ".join(f"{count:,} {name}" for name, count in written.items()))
+
+
+# -- lookup -------------------------------------------------------------------------------
+@app.command("lookup")
+def lookup(
+    lon: Annotated[float | None, typer.Option(help="longitude")] = None,
+    lat: Annotated[float | None, typer.Option(help="latitude")] = None,
+    file: Annotated[Path | None, typer.Option(help="CSV with lon and lat columns")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="CSV to write")] = None,
+    coord_sys: Annotated[str, typer.Option(help="wgs84 | cgcs2000 | gcj02 | bd09")] = "wgs84",
+    accuracy_m: Annotated[float, typer.Option(min=0, help="position uncertainty, metres")] = 0.0,
+    lon_column: Annotated[str, typer.Option(help="longitude column of --file")] = "lon",
+    lat_column: Annotated[str, typer.Option(help="latitude column of --file")] = "lat",
+) -> None:
+    """Which grid is a point in: one point (--lon/--lat, JSON out) or a CSV file of millions."""
+    from geo.crs import UnknownCoordSys, parse_coord_sys
+
+    try:
+        coord_sys = parse_coord_sys(coord_sys, allow_epsg=False)
+    except UnknownCoordSys as exc:
+        raise GridcoverError(str(exc)) from None
+    if file is not None:
+        if output is None:
+            raise GridcoverError("--file needs -o OUT.csv for the answers")
+        _lookup_file(file, output, coord_sys, accuracy_m, lon_column, lat_column)
+        return
+    if lon is None or lat is None:
+        raise GridcoverError("give --lon and --lat, or --file IN.csv -o OUT.csv")
+    import numpy as np
+    import orjson
+
+    from api.services.lookup import answer_dict, load_snapshot, resolve_points
+
+    snapshot = load_snapshot(engine())
+    answers = resolve_points(
+        snapshot,
+        np.array([lon]),
+        np.array([lat]),
+        coord_sys,
+        accuracy_m,
+        settings().lookup_max_distance_m,
+    )
+    if answers.grid[0] < 0:
+        raise GridcoverError(
+            f"no grid within {settings().lookup_max_distance_m:g} m of "
+            f"({lon}, {lat}) in {coord_sys}"
+        )
+    result = answer_dict(snapshot, answers, 0, with_phone=True)
+    typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+def _lookup_file(
+    source: Path, target: Path, coord_sys: str, accuracy_m: float, lon_column: str, lat_column: str
+) -> None:
+    import pandas as pd
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from api.services.lookup import answers_table, load_snapshot, resolve_points
+
+    if not source.is_file():
+        raise GridcoverError(f"no such file: {source}")
+    snapshot = load_snapshot(engine())
+    max_distance_m = settings().lookup_max_distance_m
+    written = 0
+    columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with open(source, "rb") as raw, Progress(*columns) as bar:
+        task = bar.add_task("lookup", total=source.stat().st_size)
+        try:
+            chunks = pd.read_csv(raw, chunksize=200_000, dtype=str, keep_default_na=False)
+            for number, chunk in enumerate(chunks):
+                missing = {lon_column, lat_column} - set(chunk.columns)
+                if missing:
+                    raise GridcoverError(
+                        f"{source} has no column {', '.join(sorted(missing))}; "
+                        "name them with --lon-column/--lat-column"
+                    )
+                lon = pd.to_numeric(chunk[lon_column], errors="coerce").to_numpy()
+                lat = pd.to_numeric(chunk[lat_column], errors="coerce").to_numpy()
+                answers = resolve_points(snapshot, lon, lat, coord_sys, accuracy_m, max_distance_m)
+                table = answers_table(snapshot, answers)
+                table.index = chunk.index
+                out = pd.concat([chunk, table], axis=1)
+                out.to_csv(
+                    target, mode="w" if number == 0 else "a", header=number == 0, index=False
+                )
+                written += len(out)
+                bar.update(task, completed=raw.tell())
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise GridcoverError(f"{source} is not a readable CSV: {exc}") from None
+    say(f"wrote {written:,} answers to {target}")
 
 
 # -- serve --------------------------------------------------------------------------------

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     db_connect_timeout_s: int = Field(default=3, ge=1)
     statement_timeout_ms: int = Field(default=30_000, ge=100)
     log_level: str = "info"
+    lookup_max_distance_m: float = Field(
+        default=5000.0,
+        gt=0,
+        description="A point in no grid answers with the nearest grid up to this far (metres).",
+    )
 
 
 def unknown_env_settings() -> list[str]:

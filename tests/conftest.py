@@ -66,3 +66,20 @@ def cli_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDCOVER_")}
     env["GRIDCOVER_DATABASE_URL"] = database_url
     return env
+
+
+@pytest.fixture(scope="session")
+def small_demo_url(server_url: str) -> Iterator[str]:
+    """A database holding the small demo world (one county, seed 7), shared read-mostly:
+    tests that change it must put it back."""
+    from sqlalchemy import create_engine
+
+    from api.services.demo import load_demo
+
+    url = create_scratch_database(server_url, prefix="gridcover_small")
+    upgrade(url)
+    engine = create_engine(url)
+    load_demo(engine, "small", seed=7)
+    engine.dispose()
+    yield url
+    drop_scratch_database(server_url, url)

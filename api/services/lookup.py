@@ -1,0 +1,289 @@
+"""Point -> grid lookup: an in-process index of the grids, kept current, and the answers.
+
+The index (geo.assign.GridIndex) is built from the grids valid at a moment, with their
+village/township/county chain alongside. A background thread notices grid edits (a
+cheap fingerprint query) and swaps in a rebuilt index; writes made through this process
+ask for the rebuild at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import Engine, text
+
+from geo.assign import GridIndex
+from geo.crs import convert
+
+log = logging.getLogger("gridcover.lookup")
+
+# The grids valid at :at, with their chain, in code order (the index's tie-break order).
+GRIDS_AT_SQL = """
+SELECT g.id, g.code, g.version, g.name, g.worker_name, g.worker_phone,
+       ST_AsBinary(g.geom) AS wkb,
+       v.code AS village_code, v.name AS village_name,
+       t.code AS township_code, t.name AS township_name,
+       c.code AS county_code, c.name AS county_name
+FROM grid g
+JOIN admin_area v ON v.code = g.village_code
+LEFT JOIN admin_area t ON t.code = v.parent_code
+LEFT JOIN admin_area c ON c.code = t.parent_code
+WHERE g.valid_from <= :at AND (g.valid_to IS NULL OR g.valid_to > :at)
+ORDER BY g.code
+"""
+# Changes whenever a grid is added, versioned, retired or removed.
+FINGERPRINT_SQL = "SELECT count(*), max(id), max(valid_from), max(valid_to) FROM grid"
+CHAIN_LEVELS = ("village", "township", "county")
+
+
+@dataclass(frozen=True)
+class GridSnapshot:
+    """The grids valid at one moment: index plus attributes aligned with `index.codes`."""
+
+    index: GridIndex
+    grids: pd.DataFrame
+    at: datetime | None
+    fingerprint: tuple[Any, ...]
+    _columns: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def column(self, name: str) -> np.ndarray:
+        """One attribute for all grids, as an array aligned with the index (cached)."""
+        if name not in self._columns:
+            self._columns[name] = self.grids[name].to_numpy(dtype=object)
+        return self._columns[name]
+
+
+def load_snapshot(engine: Engine, at: datetime | None = None) -> GridSnapshot:
+    """Read the grids valid at `at` (None: now) and build their index."""
+    with engine.connect() as conn:
+        fingerprint = tuple(conn.execute(text(FINGERPRINT_SQL)).one())
+        moment = at or conn.execute(text("SELECT now()")).scalar_one()
+        frame = pd.DataFrame(conn.execute(text(GRIDS_AT_SQL), {"at": moment}).mappings().all())
+    if frame.empty:
+        frame = pd.DataFrame(columns=["id", "code", "wkb"])
+    polygons = shapely.from_wkb(frame["wkb"].to_numpy())
+    index = GridIndex.build(frame["code"].astype(str).to_numpy(), polygons)
+    return GridSnapshot(index, frame.drop(columns="wkb"), at, fingerprint)
+
+
+class GridLocator:
+    """Current and historical grid snapshots for one process, refreshed in the background."""
+
+    def __init__(self, engine: Engine, refresh_interval_s: float = 0.25, history_size: int = 4):
+        self._engine = engine
+        self._interval = refresh_interval_s
+        self._current: GridSnapshot | None = None
+        self._history: OrderedDict[datetime, GridSnapshot] = OrderedDict()
+        self._history_size = history_size
+        self._build_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def current(self) -> GridSnapshot:
+        """The grids valid now (built on first use)."""
+        snapshot = self._current
+        if snapshot is None:
+            with self._build_lock:
+                if self._current is None:
+                    self._current = load_snapshot(self._engine)
+                snapshot = self._current
+        return snapshot
+
+    def at(self, moment: datetime | None) -> GridSnapshot:
+        """The grids valid at `moment`; None means now."""
+        if moment is None:
+            return self.current()
+        with self._build_lock:
+            if moment in self._history:
+                self._history.move_to_end(moment)
+                return self._history[moment]
+        snapshot = load_snapshot(self._engine, moment)
+        with self._build_lock:
+            self._history[moment] = snapshot
+            while len(self._history) > self._history_size:
+                self._history.popitem(last=False)
+        return snapshot
+
+    def grids_changed(self) -> None:
+        """Ask for a rebuild now (after a write made through this process)."""
+        self._history.clear()
+        self._wake.set()
+
+    def refresh_if_changed(self) -> bool:
+        """Rebuild when the grid table changed since the current snapshot; True if rebuilt."""
+        with self._engine.connect() as conn:
+            fingerprint = tuple(conn.execute(text(FINGERPRINT_SQL)).one())
+        if self._current is not None and fingerprint == self._current.fingerprint:
+            return False
+        snapshot = load_snapshot(self._engine)
+        with self._build_lock:
+            self._current = snapshot
+            self._history.clear()
+        return True
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="grid-index", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set() or self._current is None:
+                continue
+            try:
+                self.refresh_if_changed()
+            except Exception:  # the database may be away for a while; keep the old index
+                log.warning("grid index refresh failed; keeping the previous one", exc_info=True)
+
+
+@dataclass(frozen=True)
+class PointAnswers:
+    """Per-point answers for a batch, as arrays (n points, WGS84 lon/lat)."""
+
+    lon: np.ndarray
+    lat: np.ndarray
+    grid: np.ndarray  # row in snapshot.grids: the covering grid, or the nearest when outside
+    outside: np.ndarray  # True: no grid covers the point; `grid` is the nearest one (or -1)
+    distance_m: np.ndarray  # outside: metres to the nearest grid; inside: 0
+    distance_to_boundary_m: np.ndarray  # inside: metres to the grid's boundary
+    candidate_offsets: np.ndarray
+    candidate_grid: np.ndarray
+    candidate_distance_m: np.ndarray
+
+
+def resolve_points(
+    snapshot: GridSnapshot,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    coord_sys: str = "wgs84",
+    accuracy_m: float | np.ndarray = 0.0,
+    max_distance_m: float = 5000.0,
+) -> PointAnswers:
+    """Locate points (given in `coord_sys`) in the snapshot's grids, vectorised.
+
+    Points in no grid get the nearest grid within `max_distance_m` (metres, EPSG:4546)
+    flagged `outside`; beyond it, grid -1. Candidates are every grid within `accuracy_m`
+    of the point (a point on a shared edge has both).
+    """
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    if coord_sys != "wgs84":
+        lon, lat = convert(lon, lat, coord_sys, "wgs84")
+    index = snapshot.index
+    candidates = index.locate_with_candidates(lon, lat, accuracy_m)
+    located = candidates.index
+    outside = located < 0
+    grid = located.copy()
+    distance = np.zeros(lon.shape)
+    if outside.any():
+        nearest, nearest_m = index.nearest(lon[outside], lat[outside], max_distance_m)
+        grid[outside] = nearest
+        distance[outside] = nearest_m
+    to_boundary = np.full(lon.shape, np.nan)
+    inside = ~outside
+    if inside.any():
+        to_boundary[inside] = index.distance_to_boundary_m(
+            lon[inside], lat[inside], located[inside]
+        )
+    return PointAnswers(
+        lon,
+        lat,
+        grid,
+        outside,
+        distance,
+        to_boundary,
+        candidates.offsets,
+        candidates.grid,
+        candidates.distance_m,
+    )
+
+
+def _round(value: float, digits: int = 2) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), digits)
+
+
+def answer_dict(
+    snapshot: GridSnapshot, answers: PointAnswers, i: int, with_phone: bool = False
+) -> dict[str, Any]:
+    """The JSON answer for point `i` (the shape of GET /v1/lookup)."""
+    g = int(answers.grid[i])
+    column = snapshot.column
+    body: dict[str, Any] = {"point": [_round(answers.lon[i], 7), _round(answers.lat[i], 7)]}
+    if g < 0:
+        body.update(grid=None, village=None, township=None, county=None)
+    else:
+        body["grid"] = {
+            "code": column("code")[g],
+            "name": column("name")[g],
+            "worker_name": column("worker_name")[g],
+            "version": int(column("version")[g]),
+        }
+        if with_phone:
+            body["grid"]["worker_phone"] = column("worker_phone")[g]
+        for level in CHAIN_LEVELS:
+            code = column(f"{level}_code")[g]
+            body[level] = (
+                None if pd.isna(code) else {"code": code, "name": column(f"{level}_name")[g]}
+            )
+    start, stop = answers.candidate_offsets[i], answers.candidate_offsets[i + 1]
+    codes, names = column("code"), column("name")
+    body["candidates"] = [
+        {"code": codes[c], "name": names[c], "distance_m": _round(d)}
+        for c, d in zip(
+            answers.candidate_grid[start:stop],
+            answers.candidate_distance_m[start:stop],
+            strict=True,
+        )
+    ]
+    body["ambiguous"] = len(body["candidates"]) > 1
+    body["outside"] = bool(answers.outside[i])
+    body["distance_m"] = _round(answers.distance_m[i])
+    body["distance_to_boundary_m"] = _round(answers.distance_to_boundary_m[i])
+    return body
+
+
+ANSWER_COLUMNS = (
+    "grid_code",
+    "grid_name",
+    "worker_name",
+    "village_code",
+    "village_name",
+    "township_code",
+    "township_name",
+    "county_code",
+    "county_name",
+)
+
+
+def answers_table(snapshot: GridSnapshot, answers: PointAnswers) -> pd.DataFrame:
+    """Flat per-point answers (for CSV), built by array indexing: no per-point Python."""
+    grid = answers.grid
+    found = grid >= 0
+    table = pd.DataFrame(index=np.arange(grid.size))
+    sources = {"grid_code": "code", "grid_name": "name"}
+    for name in ANSWER_COLUMNS:
+        values = np.full(grid.size, None, dtype=object)
+        values[found] = snapshot.column(sources.get(name, name))[grid[found]]
+        table[name] = values
+    table["outside"] = answers.outside
+    table["distance_m"] = np.round(answers.distance_m, 2)
+    table["distance_to_boundary_m"] = np.round(answers.distance_to_boundary_m, 2)
+    table["ambiguous"] = np.diff(answers.candidate_offsets) > 1
+    return table

@@ -1,0 +1,310 @@
+"""GET /v1/lookup and POST /v1/lookup/batch on the small demo world."""
+
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import shapely
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from api.app import create_app
+from api.auth import create_api_key
+from api.db import make_engine
+from api.settings import Settings
+from geo.crs import convert
+
+
+@pytest.fixture(scope="module")
+def demo(small_demo_url):
+    """(client, engine, keys) for an app on the small demo world."""
+    settings = Settings(database_url=small_demo_url)
+    engine = make_engine(small_demo_url, settings)
+    with engine.begin() as conn:
+        keys = {
+            role: create_api_key(conn, role, f"lookup {role}")[1]
+            for role in ("viewer", "dispatcher")
+        }
+    with TestClient(create_app(settings, engine)) as client:
+        yield client, engine, {r: {"Authorization": f"Bearer {k}"} for r, k in keys.items()}
+    engine.dispose()
+
+
+def grids(engine, where="true"):
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                f"SELECT code, village_code, ST_AsBinary(geom) AS wkb FROM grid "
+                f"WHERE valid_to IS NULL AND {where} ORDER BY code"
+            )
+        ).all()
+    return [(r.code, r.village_code, shapely.from_wkb(r.wkb)) for r in rows]
+
+
+def test_a_point_resolves_to_its_grid_and_whole_chain(demo):
+    client, engine, headers = demo
+    code, village, polygon = grids(engine)[10]
+    point = polygon.representative_point()
+    response = client.get(
+        "/v1/lookup", params={"lon": point.x, "lat": point.y}, headers=headers["dispatcher"]
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["grid"]["code"] == code
+    assert body["grid"]["worker_name"] and body["grid"]["worker_phone"].startswith("199")
+    assert body["village"]["code"] == village
+    assert body["township"]["code"] == village[:9]
+    assert body["county"]["code"] == village[:6] and body["county"]["name"]
+    assert body["outside"] is False and body["ambiguous"] is False
+    assert body["distance_to_boundary_m"] > 0
+    assert [c["code"] for c in body["candidates"]] == [code]
+
+
+def test_a_point_on_a_shared_edge_is_ambiguous_and_the_smaller_code_wins(demo):
+    client, engine, headers = demo
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("""
+            SELECT a.code AS a, b.code AS b,
+                   ST_AsBinary(ST_PointN(
+                       ST_GeometryN(ST_LineMerge(ST_Intersection(a.geom, b.geom)), 1), 2)) AS p
+            FROM grid a JOIN grid b ON a.code < b.code AND ST_Touches(a.geom, b.geom)
+            WHERE ST_Dimension(ST_Intersection(a.geom, b.geom)) = 1 LIMIT 1""")
+        ).one()
+    point = shapely.from_wkb(row.p)
+    body = client.get(
+        "/v1/lookup", params={"lon": point.x, "lat": point.y}, headers=headers["dispatcher"]
+    ).json()
+    candidates = [c["code"] for c in body["candidates"]]
+    assert body["ambiguous"] is True
+    assert set(candidates) >= {row.a, row.b}
+    assert body["grid"]["code"] == min(candidates) == candidates[0]
+
+
+def test_accuracy_makes_nearby_grids_candidates(demo):
+    client, engine, headers = demo
+    _, _, polygon = grids(engine)[20]
+    point = polygon.representative_point()
+    exact = client.get(
+        "/v1/lookup", params={"lon": point.x, "lat": point.y}, headers=headers["dispatcher"]
+    ).json()
+    fuzzy = client.get(
+        "/v1/lookup",
+        params={"lon": point.x, "lat": point.y, "accuracy_m": exact["distance_to_boundary_m"] + 5},
+        headers=headers["dispatcher"],
+    ).json()
+    assert fuzzy["ambiguous"] is True and len(fuzzy["candidates"]) >= 2
+    assert fuzzy["grid"]["code"] == exact["grid"]["code"]
+    assert all(c["distance_m"] <= exact["distance_to_boundary_m"] + 5 for c in fuzzy["candidates"])
+
+
+def test_gcj02_input_is_converted_before_lookup(demo):
+    client, engine, headers = demo
+    code, _, polygon = grids(engine)[5]
+    point = polygon.representative_point()
+    glon, glat = convert(point.x, point.y, "wgs84", "gcj02")
+    body = client.get(
+        "/v1/lookup",
+        params={"lon": glon, "lat": glat, "coord_sys": "gcj02"},
+        headers=headers["dispatcher"],
+    ).json()
+    assert body["grid"]["code"] == code
+    assert body["point"] == pytest.approx([point.x, point.y], abs=1e-6)
+
+
+def test_outside_every_grid_answers_the_nearest_or_404(demo):
+    client, engine, headers = demo
+    with engine.connect() as conn:
+        county = shapely.from_wkb(
+            conn.execute(
+                text("SELECT ST_AsBinary(geom) FROM admin_area WHERE level = 'county'")
+            ).scalar_one()
+        )
+    # a point ~300 m outside the county, next to one of its boundary vertices
+    outside = next(
+        shapely.Point(x + dx, y + dy)
+        for x, y in shapely.get_coordinates(county)[::50]
+        for dx, dy in ((0.003, 0), (-0.003, 0), (0, 0.003), (0, -0.003))
+        if not county.covers(shapely.Point(x + dx, y + dy))
+    )
+    near = client.get(
+        "/v1/lookup", params={"lon": outside.x, "lat": outside.y}, headers=headers["dispatcher"]
+    )
+    body = near.json()
+    assert near.status_code == 200, body
+    assert body["outside"] is True and 0 < body["distance_m"] < 400
+    assert body["grid"]["code"] and body["distance_to_boundary_m"] is None
+    far = client.get(
+        "/v1/lookup", params={"lon": 116.39, "lat": 39.9}, headers=headers["dispatcher"]
+    )
+    assert far.status_code == 404
+    assert far.headers["content-type"] == "application/problem+json"
+    assert "no grid within 5000 m" in far.json()["detail"]
+
+
+def test_swapped_lon_lat_is_called_out(demo):
+    client, engine, headers = demo
+    code, _, polygon = grids(engine)[0]
+    point = polygon.representative_point()
+    response = client.get(
+        "/v1/lookup", params={"lon": point.y, "lat": point.x}, headers=headers["dispatcher"]
+    )
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["errors"][0]["field"] == "lat"
+    assert f"with lon and lat swapped it lies in grid {code}" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"lon": "abc", "lat": 28.3}, "lon"),
+        ({"lon": 109.7}, "lat"),
+        ({"lon": 109.7, "lat": 28.3, "coord_sys": "mars"}, "coord_sys"),
+        ({"lon": 109.7, "lat": 28.3, "accuracy_m": -1}, "accuracy_m"),
+        ({"lon": "nan", "lat": 28.3}, "lon"),
+        ({"lon": 181, "lat": 28.3}, "lon"),
+    ],
+)
+def test_bad_parameters_are_400_problems_naming_the_field(demo, params, field):
+    client, _, headers = demo
+    response = client.get("/v1/lookup", params=params, headers=headers["dispatcher"])
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_lookup_needs_a_dispatcher_key(demo):
+    client, _, headers = demo
+    params = {"lon": 109.7, "lat": 28.3}
+    assert client.get("/v1/lookup", params=params).status_code == 401
+    assert client.get("/v1/lookup", params=params, headers=headers["viewer"]).status_code == 403
+
+
+def test_batch_accepts_pairs_objects_and_feature_collections(demo):
+    client, engine, headers = demo
+    sample = grids(engine)[:30]
+    points = [p.representative_point() for _, _, p in sample]
+    expected = [code for code, _, _ in sample]
+    pairs = [[p.x, p.y] for p in points]
+    objects = [{"lon": p.x, "lat": p.y, "id": f"call-{i}"} for i, p in enumerate(points)]
+    features = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "id": i,
+                "properties": {},
+                "geometry": {"type": "Point", "coordinates": [p.x, p.y]},
+            }
+            for i, p in enumerate(points)
+        ],
+    }
+    for body, ids in (
+        (pairs, None),
+        (objects, [o["id"] for o in objects]),
+        (features, list(range(len(points)))),
+    ):
+        response = client.post("/v1/lookup/batch", json=body, headers=headers["dispatcher"])
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [r["grid"]["code"] for r in results] == expected
+        assert [r.get("id") for r in results] == (ids or [None] * len(points))
+
+
+def test_batch_rejects_bad_items_with_their_row(demo):
+    client, _, headers = demo
+    cases = [
+        ([[109.7, 28.3], [109.7], "x"], 422, 1),
+        ([[109.7, 28.3], [200.0, 28.3]], 422, 1),
+        ({"type": "FeatureCollection", "features": [{"geometry": {"type": "LineString"}}]}, 422, 0),
+        ({"points": []}, 422, None),
+    ]
+    for body, status, row in cases:
+        response = client.post("/v1/lookup/batch", json=body, headers=headers["dispatcher"])
+        assert response.status_code == status, body
+        if row is not None:
+            assert response.json()["errors"][0]["row"] == row
+    response = client.post(
+        "/v1/lookup/batch",
+        content=b"{not json",
+        headers=headers["dispatcher"] | {"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    too_many = [[109.7, 28.3]] * 100_001
+    response = client.post("/v1/lookup/batch", json=too_many, headers=headers["dispatcher"])
+    assert response.status_code == 413
+
+
+def test_lookup_agrees_with_postgis_on_random_points(demo):
+    """Independent check: PostGIS ST_Covers with the same smallest-code tie-break."""
+    client, engine, headers = demo
+    with engine.connect() as conn:
+        west, south, east, north = conn.execute(
+            text(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                "(SELECT ST_Extent(geom) AS e FROM grid) x"
+            )
+        ).one()
+    rng = np.random.default_rng(3)
+    lon = rng.uniform(west, east, 5000)
+    lat = rng.uniform(south, north, 5000)
+    response = client.post(
+        "/v1/lookup/batch", json=np.c_[lon, lat].tolist(), headers=headers["dispatcher"]
+    )
+    ours = [None if r["outside"] else r["grid"]["code"] for r in response.json()["results"]]
+    with engine.connect() as conn:
+        theirs = (
+            conn.execute(
+                text("""
+            SELECT (SELECT min(g.code) FROM grid g WHERE g.valid_to IS NULL
+                    AND ST_Covers(g.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)))
+            FROM unnest(CAST(:lon AS float8[]), CAST(:lat AS float8[]))
+                 WITH ORDINALITY AS p(lon, lat, n) ORDER BY n"""),
+                {"lon": lon.tolist(), "lat": lat.tolist()},
+            )
+            .scalars()
+            .all()
+        )
+    assert ours == theirs
+    assert sum(code is not None for code in ours) > 1000
+
+
+def test_grid_edits_reach_the_index_within_a_second_and_history_stays(demo):
+    client, engine, headers = demo
+    code, _, polygon = grids(engine)[40]
+    point = polygon.representative_point()
+    params = {"lon": point.x, "lat": point.y}
+    assert (
+        client.get("/v1/lookup", params=params, headers=headers["dispatcher"]).json()["grid"][
+            "code"
+        ]
+        == code
+    )
+    before = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE grid SET valid_to = now() WHERE code = :c AND valid_to IS NULL"),
+            {"c": code},
+        )
+    try:
+        deadline = time.monotonic() + 1.0
+        while True:
+            body = client.get("/v1/lookup", params=params, headers=headers["dispatcher"]).json()
+            if body.get("outside") or body.get("grid", {}).get("code") != code:
+                break
+            assert time.monotonic() < deadline, "the index did not notice the retired grid"
+            time.sleep(0.05)
+        past = client.get(
+            "/v1/lookup", params=params | {"at": before.isoformat()}, headers=headers["dispatcher"]
+        ).json()
+        assert past["grid"]["code"] == code
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE grid SET valid_to = NULL "
+                    "WHERE id = (SELECT max(id) FROM grid WHERE code = :c)"
+                ),
+                {"c": code},
+            )
