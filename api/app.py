@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import __version__
 from api.db import make_engine, resolve_database_url
-from api.errors import Problem
+from api.errors import GridcoverError, Problem
 from api.responses import ProblemResponse
-from api.routes import health, keys, lookup
+from api.routes import grids, health, keys, lookup
 from api.services.lookup import GridLocator
+from api.services.validation import RowsRejected
 from api.settings import Settings, get_settings
 
 log = logging.getLogger("gridcover")
@@ -72,6 +73,14 @@ def install_problem_handlers(app: FastAPI) -> None:
                 422 if in_body else 400, f"invalid {names}: {errors[0]['reason']}", errors=errors
             ),
         )
+
+    @app.exception_handler(RowsRejected)
+    async def on_rows_rejected(request: Request, exc: RowsRejected) -> JSONResponse:
+        return problem_response(request, Problem(422, str(exc), errors=exc.errors[:1000]))
+
+    @app.exception_handler(GridcoverError)
+    async def on_user_error(request: Request, exc: GridcoverError) -> JSONResponse:
+        return problem_response(request, Problem(400, str(exc)))
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
@@ -130,4 +139,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(lookup.router)
+    app.include_router(grids.router)
     return app

@@ -50,8 +50,11 @@ def validate_grids(grids: gpd.GeoDataFrame) -> None:
     errors.raise_if_any()
 
 
-# Tolerance for slivers from floating point noise along shared edges, in m² (EPSG:4546).
+# An overlap or spill counts when it exceeds this area (m², EPSG:4546) and is more than a
+# sliver: coordinate conversions (GCJ-02 inverses, reprojection) move vertices by
+# millimetres, which along a 2 km shared edge adds up to several m² of zero-width slivers.
 AREA_TOLERANCE_M2 = 1.0
+SLIVER_HALF_WIDTH_M = 0.02
 
 # Set operations run in the storage CRS, where shared edges of imported tilings coincide
 # exactly; only the resulting slivers are measured in metres (EPSG:4546).
@@ -66,26 +69,29 @@ WITH checked AS (
            format('extends %s m² outside its village %s', round(d.area_m2::numeric, 1), v.code)
     FROM grid_stage s JOIN admin_area v ON v.code = s.village_code AND v.level = 'village'
     CROSS JOIN LATERAL (
-        SELECT ST_Area(ST_Transform(ST_Difference(s.geom, v.geom), 4546)) AS area_m2
+        SELECT ST_Area(m) AS area_m2, ST_Area(ST_Buffer(m, -:sliver)) AS core_m2
+        FROM ST_Transform(ST_Difference(s.geom, v.geom), 4546) AS m
     ) d
-    WHERE NOT ST_CoveredBy(s.geom, v.geom) AND d.area_m2 > :tolerance
+    WHERE NOT ST_CoveredBy(s.geom, v.geom) AND d.area_m2 > :tolerance AND d.core_m2 > 0
     UNION ALL
     SELECT s.row, s.code, 'geometry',
            format('overlaps grid %s by %s m²', g.code, round(o.area_m2::numeric, 1))
     FROM grid_stage s JOIN grid g
       ON g.valid_to IS NULL AND g.code <> s.code AND ST_Intersects(g.geom, s.geom)
     CROSS JOIN LATERAL (
-        SELECT ST_Area(ST_Transform(ST_Intersection(s.geom, g.geom), 4546)) AS area_m2
+        SELECT ST_Area(m) AS area_m2, ST_Area(ST_Buffer(m, -:sliver)) AS core_m2
+        FROM ST_Transform(ST_Intersection(s.geom, g.geom), 4546) AS m
     ) o
-    WHERE NOT (g.code = ANY(:replaced)) AND o.area_m2 > :tolerance
+    WHERE NOT (g.code = ANY(:replaced)) AND o.area_m2 > :tolerance AND o.core_m2 > 0
     UNION ALL
     SELECT b.row, b.code, 'geometry',
            format('overlaps grid %s (row %s) by %s m²', a.code, a.row, round(o.area_m2::numeric, 1))
     FROM grid_stage a JOIN grid_stage b ON a.row < b.row AND ST_Intersects(a.geom, b.geom)
     CROSS JOIN LATERAL (
-        SELECT ST_Area(ST_Transform(ST_Intersection(a.geom, b.geom), 4546)) AS area_m2
+        SELECT ST_Area(m) AS area_m2, ST_Area(ST_Buffer(m, -:sliver)) AS core_m2
+        FROM ST_Transform(ST_Intersection(a.geom, b.geom), 4546) AS m
     ) o
-    WHERE o.area_m2 > :tolerance
+    WHERE o.area_m2 > :tolerance AND o.core_m2 > 0
     UNION ALL
     SELECT s.row, s.code, 'code', 'grid ' || s.code || ' exists already; edit it instead'
     FROM grid_stage s JOIN grid g ON g.code = s.code AND g.valid_to IS NULL
@@ -123,7 +129,8 @@ def check_grid_placement(
     conn.execute(text("CREATE INDEX ON grid_stage USING gist (geom)"))
     conn.execute(text("ANALYZE grid_stage"))
     rows = conn.execute(
-        text(PLACEMENT_CHECKS), {"tolerance": AREA_TOLERANCE_M2, "replaced": list(replaced)}
+        text(PLACEMENT_CHECKS),
+        {"tolerance": AREA_TOLERANCE_M2, "sliver": SLIVER_HALF_WIDTH_M, "replaced": list(replaced)},
     ).all()
     conn.execute(text("DROP TABLE grid_stage"))
     return [{"row": r.row, "field": r.field, "reason": r.reason, "id": r.code} for r in rows]
@@ -134,19 +141,90 @@ def write_grids(
     grids: gpd.GeoDataFrame,
     valid_from: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    replace_existing: bool = False,
 ) -> int:
-    """Insert new grids (first versions, WGS84) after validating them; all or nothing.
+    """Insert grids (WGS84) after validating them; all or nothing.
 
-    Rows are checked alone first, then against the stored villages and grids.
+    Rows are checked alone first, then against the stored villages and grids. With
+    `replace_existing`, a row whose code is current closes that version at `valid_from`
+    (default: the transaction's time) and becomes the next version; otherwise an existing
+    code is an error.
     """
     validate_grids(grids)
-    placement_errors = check_grid_placement(conn, grids)
+    codes = grids["code"].astype(str).tolist()
+    replaced = codes if replace_existing else []
+    placement_errors = check_grid_placement(conn, grids, replaced)
     if placement_errors:
         raise RowsRejected("grids", placement_errors)
+    moment = valid_from or conn.execute(text("SELECT now()")).scalar_one()
+    if replace_existing:
+        conn.execute(
+            text("UPDATE grid SET valid_to = :at WHERE code = ANY(:codes) AND valid_to IS NULL"),
+            {"at": moment, "codes": codes},
+        )
+    # A code retired earlier and drawn again continues its version chain.
+    versions = dict.fromkeys(codes, 1) | dict(
+        conn.execute(
+            text("SELECT code, max(version) + 1 FROM grid WHERE code = ANY(:codes) GROUP BY code"),
+            {"codes": codes},
+        ).all()
+    )
     frame = select_columns(grids, COLUMNS, {"kind": GRID_KINDS[0]})
     for name in ("households", "population"):
         frame[name] = frame[name].map(lambda v: None if pd.isna(v) else int(v))
-    if valid_from is not None:
-        frame["valid_from"] = np.full(len(frame), valid_from, dtype=object)
+    frame["version"] = [versions[code] for code in codes]
+    frame["valid_from"] = np.full(len(frame), moment, dtype=object)
     frame["geom"] = as_multi(grids.geometry.to_numpy())
     return copy_frame(conn, "grid", frame, {"geom": 4326}, progress)
+
+
+GRID_SQL = """
+SELECT g.id, g.code, g.version, g.name, g.village_code, g.kind, g.households, g.population,
+       g.worker_name, g.worker_phone, g.valid_from, g.valid_to, g.area_m2,
+       ST_AsGeoJSON(g.geom, 7) AS geometry
+FROM grid g
+WHERE {where}
+ORDER BY g.code, g.version
+"""
+CURRENT_AT = "g.valid_from <= :at AND (g.valid_to IS NULL OR g.valid_to > :at)"
+
+
+def read_grids(
+    conn: Connection,
+    *,
+    code: str | None = None,
+    village_code: str | None = None,
+    at: datetime | None = None,
+    all_versions: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, object]]:
+    """Grid rows (GeoJSON geometry text) valid at `at` (default now), or every version."""
+    where, params = [], {"limit": limit, "offset": offset}
+    if not all_versions:
+        where.append(CURRENT_AT)
+        params["at"] = at or conn.execute(text("SELECT now()")).scalar_one()
+    if code is not None:
+        where.append("g.code = :code")
+        params["code"] = code
+    if village_code is not None:
+        where.append("g.village_code = :village_code")
+        params["village_code"] = village_code
+    sql = GRID_SQL.format(where=" AND ".join(where) or "true") + " LIMIT :limit OFFSET :offset"
+    return [dict(row) for row in conn.execute(text(sql), params).mappings()]
+
+
+def retire_grid(conn: Connection, code: str) -> dict[str, object] | None:
+    """Close the current version of `code` now; returns it, or None when there is none."""
+    row = (
+        conn.execute(
+            text(
+                "UPDATE grid SET valid_to = now() WHERE code = :code AND valid_to IS NULL "
+                "RETURNING id, code, version"
+            ),
+            {"code": code},
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None

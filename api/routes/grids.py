@@ -1,0 +1,262 @@
+"""Grids over HTTP: read any moment (`?at=`), and versioned edits for admins.
+
+Editing a grid's geometry, worker or attributes closes its current version and opens the
+next one; incidents keep pointing at the version they were assigned to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import geopandas as gpd
+import orjson
+import shapely
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from api.audit import record_write
+from api.auth import Principal, require
+from api.errors import Problem
+from api.responses import GeoJSONResponse
+from api.services.grids import read_grids, retire_grid, write_grids
+from geo.crs import convert_geometry
+
+router = APIRouter(prefix="/v1/grids", tags=["grids"])
+Admin = Annotated[Principal, Depends(require("write:grids"))]
+Reader = Annotated[Principal, Depends(require("read:public"))]
+CoordSys = Literal["wgs84", "cgcs2000", "gcj02", "bd09"]
+EDITABLE = ("name", "kind", "households", "population", "worker_name", "worker_phone")
+
+
+class GridProperties(BaseModel):
+    code: str = Field(pattern=r"^\d{15}$", description="12-digit village code + 3-digit sequence")
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["综合网格", "专属网格"] = "综合网格"
+    households: int | None = Field(default=None, ge=0)
+    population: int | None = Field(default=None, ge=0)
+    worker_name: str | None = Field(default=None, max_length=100)
+    worker_phone: str | None = Field(default=None, max_length=40)
+
+
+class GridFeature(BaseModel):
+    type: Literal["Feature"] = "Feature"
+    geometry: dict[str, Any]
+    properties: GridProperties
+
+
+class GridPatch(BaseModel):
+    """Only what is given changes; `geometry` replaces the outline."""
+
+    geometry: dict[str, Any] | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+def grid_feature(row: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """A grid row as a GeoJSON Feature; worker details only for the roles that may see them."""
+    properties = {
+        key: row[key]
+        for key in (
+            "code",
+            "name",
+            "village_code",
+            "kind",
+            "households",
+            "population",
+            "version",
+            "valid_from",
+            "valid_to",
+            "area_m2",
+        )
+    }
+    if principal.can("read:coverage"):
+        properties["worker_name"] = row["worker_name"]
+    if principal.can("read:worker_phone"):
+        properties["worker_phone"] = row["worker_phone"]
+    return {
+        "type": "Feature",
+        "id": row["code"],
+        "geometry": orjson.loads(row["geometry"]),
+        "properties": properties,
+    }
+
+
+def etag(row: dict[str, Any]) -> str:
+    return f'W/"{row["code"]}-v{row["version"]}"'
+
+
+def parse_geometry(geometry: dict[str, Any], coord_sys: str) -> shapely.Geometry:
+    try:
+        shape = shapely.from_geojson(orjson.dumps(geometry))
+    except shapely.errors.GEOSException as exc:
+        raise Problem(
+            422, f"invalid geometry: {exc}", errors=[{"field": "geometry", "reason": str(exc)}]
+        ) from None
+    if coord_sys != "wgs84":
+        shape = convert_geometry(shape, coord_sys, "wgs84", max_segment_m=50.0)
+    return shape
+
+
+def current_or_404(request: Request, code: str, at: datetime | None = None) -> dict[str, Any]:
+    with request.app.state.engine.connect() as conn:
+        rows = read_grids(conn, code=code, at=at, limit=1)
+    if not rows:
+        when = f" at {at.isoformat()}" if at else ""
+        raise Problem(404, f"no grid {code}{when}")
+    return rows[0]
+
+
+@router.get("", summary="Grids valid at a moment, as GeoJSON", response_class=GeoJSONResponse)
+def list_grids(
+    request: Request,
+    principal: Reader,
+    village_code: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
+    at: Annotated[datetime | None, Query(description="the moment; default now")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> GeoJSONResponse:
+    with request.app.state.engine.connect() as conn:
+        rows = read_grids(conn, village_code=village_code, at=at, limit=limit, offset=offset)
+    return GeoJSONResponse(
+        {
+            "type": "FeatureCollection",
+            "numberReturned": len(rows),
+            "features": [grid_feature(row, principal) for row in rows],
+        }
+    )
+
+
+@router.get(
+    "/{code}", summary="One grid as it is now or was at `at`", response_class=GeoJSONResponse
+)
+def get_grid(
+    request: Request,
+    principal: Reader,
+    code: str,
+    at: Annotated[datetime | None, Query(description="the moment; default now")] = None,
+) -> GeoJSONResponse:
+    row = current_or_404(request, code, at)
+    return GeoJSONResponse(grid_feature(row, principal), headers={"ETag": etag(row)})
+
+
+@router.get(
+    "/{code}/versions",
+    summary="Every version of a grid, oldest first",
+    response_class=GeoJSONResponse,
+)
+def grid_versions(request: Request, principal: Reader, code: str) -> GeoJSONResponse:
+    with request.app.state.engine.connect() as conn:
+        rows = read_grids(conn, code=code, all_versions=True, limit=10_000)
+    if not rows:
+        raise Problem(404, f"no grid {code}")
+    return GeoJSONResponse(
+        {"type": "FeatureCollection", "features": [grid_feature(row, principal) for row in rows]}
+    )
+
+
+@router.post("", status_code=201, summary="Create a grid", response_class=GeoJSONResponse)
+def create_grid(
+    request: Request,
+    admin: Admin,
+    feature: GridFeature,
+    coord_sys: Annotated[CoordSys, Query()] = "wgs84",
+) -> GeoJSONResponse:
+    props = feature.properties.model_dump()
+    frame = gpd.GeoDataFrame(
+        [props | {"village_code": props["code"][:12]}],
+        geometry=[parse_geometry(feature.geometry, coord_sys)],
+        crs=4326,
+    )
+    with request.app.state.engine.begin() as conn:
+        write_grids(conn, frame)
+        row = read_grids(conn, code=props["code"], limit=1)[0]
+        record_write(conn, admin.name, "create", "grid", row["code"], after=_audited(row))
+    request.app.state.grid_locator.grids_changed()
+    return GeoJSONResponse(
+        grid_feature(row, admin),
+        status_code=201,
+        headers={"ETag": etag(row), "Location": f"/v1/grids/{row['code']}"},
+    )
+
+
+@router.patch(
+    "/{code}",
+    summary="Edit a grid: closes its version, opens the next",
+    response_class=GeoJSONResponse,
+)
+def update_grid(
+    request: Request,
+    admin: Admin,
+    code: str,
+    patch: GridPatch,
+    coord_sys: Annotated[CoordSys, Query()] = "wgs84",
+    if_match: Annotated[str | None, Header(description="ETag of the version you edited")] = None,
+) -> GeoJSONResponse:
+    unknown = set(patch.properties) - set(EDITABLE)
+    if unknown:
+        raise Problem(
+            422,
+            f"cannot edit {', '.join(sorted(unknown))}; editable: " + ", ".join(EDITABLE),
+            errors=[
+                {"field": f"properties.{name}", "reason": "not editable"}
+                for name in sorted(unknown)
+            ],
+        )
+    with request.app.state.engine.begin() as conn:
+        rows = read_grids(conn, code=code, limit=1)
+        if not rows:
+            raise Problem(404, f"no grid {code}")
+        before = rows[0]
+        if if_match is not None and if_match != etag(before):
+            raise Problem(
+                412,
+                f"grid {code} changed since you read it: it is now version "
+                f"{before['version']}; read it again and repeat your edit",
+            )
+        merged = _validated({k: before[k] for k in (*EDITABLE, "code")} | patch.properties)
+        geometry = (
+            parse_geometry(patch.geometry, coord_sys)
+            if patch.geometry
+            else shapely.from_geojson(before["geometry"])
+        )
+        frame = gpd.GeoDataFrame(
+            [merged | {"village_code": before["village_code"]}], geometry=[geometry], crs=4326
+        )
+        write_grids(conn, frame, replace_existing=True)
+        after = read_grids(conn, code=code, limit=1)[0]
+        record_write(
+            conn, admin.name, "update", "grid", code, before=_audited(before), after=_audited(after)
+        )
+    request.app.state.grid_locator.grids_changed()
+    return GeoJSONResponse(grid_feature(after, admin), headers={"ETag": etag(after)})
+
+
+@router.delete("/{code}", status_code=204, summary="Retire a grid (its history stays)")
+def delete_grid(request: Request, admin: Admin, code: str) -> Response:
+    with request.app.state.engine.begin() as conn:
+        retired = retire_grid(conn, code)
+        if retired is None:
+            raise Problem(404, f"no current grid {code}")
+        record_write(conn, admin.name, "retire", "grid", code, before=retired)
+    request.app.state.grid_locator.grids_changed()
+    return Response(status_code=204)
+
+
+def _validated(properties: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return GridProperties(**properties).model_dump()
+    except ValidationError as exc:
+        errors = [
+            {"field": "properties." + ".".join(map(str, e["loc"])), "reason": e["msg"]}
+            for e in exc.errors()
+        ]
+        raise Problem(
+            422, f"invalid {errors[0]['field']}: {errors[0]['reason']}", errors=errors
+        ) from None
+
+
+def _audited(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "geometry"} | {
+        "geometry_md5": hashlib.md5(row["geometry"].encode()).hexdigest()
+    }

@@ -1,0 +1,226 @@
+"""/v1/grids: versioned create, edit and retire; reads at any moment; role-gated details."""
+
+from datetime import UTC, datetime
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from fastapi.testclient import TestClient
+from shapely import Point, box
+from sqlalchemy import text
+
+from api.app import create_app
+from api.auth import create_api_key
+from api.db import create_scratch_database, drop_scratch_database, make_engine
+from api.migrate import upgrade
+from api.services.admin_areas import write_admin_areas
+from api.services.incidents import ensure_default_categories, write_incidents
+from api.settings import Settings
+from geo.crs import convert
+
+VILLAGE = box(109.70, 28.26, 109.72, 28.28)
+WEST = box(109.70, 28.26, 109.71, 28.28)
+EAST = box(109.71, 28.26, 109.72, 28.28)
+
+
+@pytest.fixture(scope="module")
+def world(server_url):
+    url = create_scratch_database(server_url, prefix="gridcover_grids")
+    upgrade(url)
+    settings = Settings(database_url=url)
+    engine = make_engine(url, settings)
+    with engine.begin() as conn:
+        write_admin_areas(
+            conn,
+            gpd.GeoDataFrame(
+                {
+                    "code": ["433101", "433101002", "433101002001"],
+                    "level": ["county", "township", "village"],
+                    "name": ["吉首市", "峒河街道", "峒河社区"],
+                    "parent_code": [None, "433101", "433101002"],
+                },
+                geometry=[VILLAGE] * 3,
+                crs=4326,
+            ),
+        )
+        ensure_default_categories(conn)
+        keys = {
+            role: create_api_key(conn, role, f"grids {role}")[1]
+            for role in ("viewer", "dispatcher", "admin")
+        }
+    with TestClient(create_app(settings, engine)) as client:
+        headers = {r: {"Authorization": f"Bearer {k}"} for r, k in keys.items()}
+        yield client, engine, headers | {"anonymous": {}}
+    engine.dispose()
+    drop_scratch_database(server_url, url)
+
+
+def feature(code, polygon, **properties):
+    return {
+        "type": "Feature",
+        "geometry": shapely.geometry.mapping(polygon),
+        "properties": {
+            "code": code,
+            "name": f"网格{code[-3:]}",
+            "households": 400,
+            "worker_name": "张三",
+            "worker_phone": "19900000001",
+        }
+        | properties,
+    }
+
+
+def test_create_read_and_role_gated_worker_details(world):
+    client, _, headers = world
+    response = client.post(
+        "/v1/grids", json=feature("433101002001001", WEST), headers=headers["admin"]
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["location"] == "/v1/grids/433101002001001"
+    assert response.headers["etag"] == 'W/"433101002001001-v1"'
+    assert response.headers["content-type"] == "application/geo+json"
+    seen = {
+        role: client.get("/v1/grids/433101002001001", headers=headers[role]).json()
+        for role in ("anonymous", "viewer", "dispatcher")
+    }
+    assert "worker_name" not in seen["anonymous"]["properties"]
+    assert seen["viewer"]["properties"]["worker_name"] == "张三"
+    assert "worker_phone" not in seen["viewer"]["properties"]
+    assert seen["dispatcher"]["properties"]["worker_phone"] == "19900000001"
+    assert seen["anonymous"]["properties"]["village_code"] == "433101002001"
+
+
+def test_edits_make_versions_and_reads_take_at(world):
+    client, engine, headers = world
+    client.post("/v1/grids", json=feature("433101002001002", EAST), headers=headers["admin"])
+    with engine.begin() as conn:
+        write_incidents(
+            conn,
+            gpd.GeoDataFrame(
+                {"category": ["dispute"], "reported_at": [datetime.now(UTC)]},
+                geometry=[Point(109.715, 28.27)],
+                crs=4326,
+            ),
+        )
+        first_version_id = conn.execute(
+            text("SELECT grid_id FROM incident ORDER BY id DESC LIMIT 1")
+        ).scalar_one()
+    before = datetime.now(UTC)
+    response = client.patch(
+        "/v1/grids/433101002001002",
+        json={"properties": {"worker_name": "李四"}},
+        headers=headers["admin"] | {"If-Match": 'W/"433101002001002-v1"'},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["properties"]["version"] == 2
+    assert response.headers["etag"] == 'W/"433101002001002-v2"'
+    now = client.get("/v1/grids/433101002001002", headers=headers["viewer"]).json()
+    then = client.get(
+        "/v1/grids/433101002001002", params={"at": before.isoformat()}, headers=headers["viewer"]
+    ).json()
+    assert now["properties"]["worker_name"] == "李四"
+    assert then["properties"]["worker_name"] == "张三" and then["properties"]["version"] == 1
+    versions = client.get("/v1/grids/433101002001002/versions").json()["features"]
+    assert [v["properties"]["version"] for v in versions] == [1, 2]
+    assert versions[0]["properties"]["valid_to"] == versions[1]["properties"]["valid_from"]
+    with engine.connect() as conn:
+        assert (
+            conn.execute(text("SELECT grid_id FROM incident ORDER BY id DESC LIMIT 1")).scalar_one()
+            == first_version_id
+        )
+        actions = (
+            conn.execute(
+                text(
+                    "SELECT action FROM audit_log WHERE entity = 'grid' "
+                    "AND entity_id = '433101002001002' ORDER BY id"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert actions == ["create", "update"]
+
+
+def test_a_stale_if_match_is_412_and_changes_nothing(world):
+    client, _, headers = world
+    response = client.patch(
+        "/v1/grids/433101002001001",
+        json={"properties": {"households": 450}},
+        headers=headers["admin"] | {"If-Match": 'W/"433101002001001-v0"'},
+    )
+    assert response.status_code == 412
+    assert client.get("/v1/grids/433101002001001").json()["properties"]["households"] == 400
+
+
+def test_bad_edits_are_422_problems_and_change_nothing(world):
+    client, _, headers = world
+    cases = [
+        ({"geometry": shapely.geometry.mapping(box(109.70, 28.25, 109.71, 28.28))}, "outside"),
+        ({"geometry": shapely.geometry.mapping(box(109.705, 28.26, 109.715, 28.28))}, "overlaps"),
+        ({"properties": {"code": "433101002001009"}}, "cannot edit code"),
+        ({"properties": {"households": -5}}, "households"),
+        ({"geometry": {"type": "Point", "coordinates": [109.705, 28.27]}}, "Polygon"),
+    ]
+    for body, expected in cases:
+        response = client.patch("/v1/grids/433101002001001", json=body, headers=headers["admin"])
+        assert response.status_code == 422, (body, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert expected in response.text, response.text
+    assert client.get("/v1/grids/433101002001001").json()["properties"]["version"] == 1
+
+
+def test_create_rejects_bad_codes_and_duplicates(world):
+    client, _, headers = world
+    wrong_village = client.post(
+        "/v1/grids", json=feature("433101002009001", WEST), headers=headers["admin"]
+    )
+    assert wrong_village.status_code == 422
+    assert "not a known village" in wrong_village.text
+    duplicate = client.post(
+        "/v1/grids", json=feature("433101002001001", WEST), headers=headers["admin"]
+    )
+    assert duplicate.status_code == 422 and "exists already" in duplicate.text
+    short = client.post("/v1/grids", json=feature("43310100200100", WEST), headers=headers["admin"])
+    assert short.status_code == 422
+    assert short.json()["errors"][0]["field"] == "properties.code"
+
+
+def test_gcj02_geometry_is_converted_on_the_way_in(world):
+    client, _engine, headers = world
+    client.delete("/v1/grids/433101002001001", headers=headers["admin"])
+    # edges ~40 m long, as a map client draws them: straight enough in either system
+    x, y = shapely.get_coordinates(shapely.segmentize(WEST, 0.0004)).T
+    gx, gy = convert(x, y, "wgs84", "gcj02")
+    shifted = shapely.Polygon(np.c_[gx, gy])
+    response = client.post(
+        "/v1/grids",
+        params={"coord_sys": "gcj02"},
+        json=feature("433101002001001", shifted),
+        headers=headers["admin"],
+    )
+    assert response.status_code == 201, response.text
+    stored = shapely.geometry.shape(response.json()["geometry"])
+    assert stored.symmetric_difference(WEST).area < 1e-9
+    assert response.json()["properties"]["version"] == 2  # the code's history goes on
+
+
+def test_retire_keeps_history(world):
+    client, _, headers = world
+    before = datetime.now(UTC)
+    assert client.delete("/v1/grids/433101002001001", headers=headers["admin"]).status_code == 204
+    assert client.get("/v1/grids/433101002001001").status_code == 404
+    assert (
+        client.get("/v1/grids/433101002001001", params={"at": before.isoformat()}).status_code
+        == 200
+    )
+    assert client.delete("/v1/grids/433101002001001", headers=headers["admin"]).status_code == 404
+
+
+def test_writes_need_an_admin(world):
+    client, _, headers = world
+    body = feature("433101002001005", WEST)
+    assert client.post("/v1/grids", json=body).status_code == 401
+    for role in ("viewer", "dispatcher"):
+        assert client.post("/v1/grids", json=body, headers=headers[role]).status_code == 403
+        assert client.delete("/v1/grids/433101002001002", headers=headers[role]).status_code == 403
