@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -313,6 +314,7 @@ def _lookup_file(
 def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="port to listen on")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=32, help="server processes")] = None,
 ) -> None:
     """Serve the HTTP API until stopped (Ctrl-C)."""
     import uvicorn
@@ -334,7 +336,20 @@ def serve(
     if current_revision(url) != head_revision():
         raise GridcoverError("the database schema is not up to date: run `gridcover db migrate`")
     say(f"serving on http://{host}:{port} (API description at /api, docs at /api.html)")
-    uvicorn.run(create_app(config), host=host, port=port, log_level=config.log_level)
+    workers = workers or config.workers
+    if workers == 1:
+        uvicorn.run(create_app(config), host=host, port=port, log_level=config.log_level)
+        return
+    # Each worker process builds its app from the same GRIDCOVER_* environment.
+    os.environ.setdefault("GRIDCOVER_DATABASE_URL", url)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=config.log_level,
+    )
 
 
 def main() -> None:

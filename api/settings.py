@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     db_connect_timeout_s: int = Field(default=3, ge=1)
     statement_timeout_ms: int = Field(default=30_000, ge=100)
     log_level: str = "info"
+    workers: int = Field(
+        default=1, ge=1, le=32, description="server processes; each holds its own grid index"
+    )
     lookup_max_distance_m: float = Field(
         default=5000.0,
         gt=0,

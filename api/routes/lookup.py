@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
 from api.auth import Principal, require
 from api.errors import Problem
@@ -21,7 +22,7 @@ Dispatcher = Annotated[Principal, Depends(require("lookup"))]
 MAX_BATCH_POINTS = 100_000
 
 
-def coord_sys_param(
+async def coord_sys_param(
     coord_sys: Annotated[
         CoordSys,
         Query(description="what the coordinates are: GPS gives wgs84, Amap gcj02, Baidu bd09"),
@@ -30,7 +31,7 @@ def coord_sys_param(
     return coord_sys
 
 
-def accuracy_param(
+async def accuracy_param(
     accuracy_m: Annotated[
         float,
         Query(
@@ -44,15 +45,16 @@ def accuracy_param(
     return accuracy_m
 
 
-def at_param(
+async def at_param(
     at: Annotated[datetime | None, Query(description="answer with the grids valid then")] = None,
 ) -> datetime | None:
     return at
 
 
-def snapshot_for(request: Request, at: datetime | None) -> GridSnapshot:
+async def snapshot_for(request: Request, at: datetime | None) -> GridSnapshot:
+    """The grids valid at `at`; reading and indexing them runs off the event loop."""
     locator: GridLocator = request.app.state.grid_locator
-    return locator.at(at)
+    return locator.ready(at) or await run_in_threadpool(locator.at, at)
 
 
 def _swapped_hint(snapshot: GridSnapshot, lon: float, lat: float, coord_sys: str) -> str:
@@ -67,8 +69,10 @@ def _swapped_hint(snapshot: GridSnapshot, lon: float, lat: float, coord_sys: str
     return f" — with lon and lat swapped it lies in grid {code}: did you swap them?"
 
 
+# The answer is pure computation on an in-memory index (well under a millisecond), so it
+# runs on the event loop: a thread hop would cost more than the work.
 @router.get("/lookup", summary="The grid, worker and admin chain of a point")
-def lookup_point(
+async def lookup_point(
     request: Request,
     principal: Dispatcher,
     lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False, description="longitude")],
@@ -80,7 +84,7 @@ def lookup_point(
     """Covers semantics: a point on a shared edge belongs to both grids and the smaller code
     answers (`ambiguous` is then true). A point in no grid gets the nearest grid within
     `GRIDCOVER_LOOKUP_MAX_DISTANCE_M`, flagged `outside`; farther away is a 404 problem."""
-    snapshot = snapshot_for(request, at)
+    snapshot = await snapshot_for(request, at)
     if not -90 <= lat <= 90:
         raise Problem(
             400,
@@ -159,7 +163,7 @@ async def lookup_batch(
     """Answers in input order, each shaped like GET /v1/lookup plus the input's `id`; points
     farther than the limit from every grid answer with `grid: null` instead of failing."""
     lon, lat, ids = parse_points(await request.body())
-    snapshot = snapshot_for(request, at)
+    snapshot = await snapshot_for(request, at)
     answers = resolve_points(
         snapshot, lon, lat, coord_sys, accuracy_m, request.app.state.settings.lookup_max_distance_m
     )

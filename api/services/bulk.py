@@ -68,8 +68,17 @@ def copy_frame(
 
 
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
-_PLAIN_KINDS = {"string", "empty", "floating", "integer", "mixed-integer-float", "boolean",
-                "datetime", "datetime64", "date"}
+_PLAIN_KINDS = {
+    "string",
+    "empty",
+    "floating",
+    "integer",
+    "mixed-integer-float",
+    "boolean",
+    "datetime",
+    "datetime64",
+    "date",
+}
 
 
 def copy_text(values: np.ndarray) -> np.ndarray:

@@ -98,6 +98,12 @@ class GridLocator:
                 snapshot = self._current
         return snapshot
 
+    def ready(self, moment: datetime | None = None) -> GridSnapshot | None:
+        """The snapshot for `moment` if it is built already, without waiting."""
+        if moment is None:
+            return self._current
+        return self._history.get(moment)
+
     def at(self, moment: datetime | None) -> GridSnapshot:
         """The grids valid at `moment`; None means now."""
         if moment is None:
@@ -131,6 +137,7 @@ class GridLocator:
         return True
 
     def start(self) -> None:
+        """Watch for grid edits in the background (and build the first index there)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._watch, name="grid-index", daemon=True)
             self._thread.start()
@@ -142,6 +149,10 @@ class GridLocator:
             self._thread.join(timeout=5)
 
     def _watch(self) -> None:
+        try:
+            self.current()
+        except Exception:  # no database yet: the first lookup builds it
+            log.warning("could not build the grid index at start-up", exc_info=True)
         while not self._stop.is_set():
             self._wake.wait(self._interval)
             self._wake.clear()
