@@ -8,13 +8,14 @@ In one run, on one scratch database holding the full demo world (dropped afterwa
   bounded in time), next to a plain PostGIS single-point query round trip;
 - how long a grid edit takes to reach the answers of the running server.
 
-    .venv/bin/python scripts/bench/lookup.py [--points 1000000] [--seconds 15]
+    .venv/bin/python scripts/bench/lookup.py [--points 1000000] [--seconds 15] [--workers 2]
 Needs `wrk` (Debian: apt-get install wrk) for the HTTP part.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
@@ -160,7 +161,44 @@ def wrk_latency(port: int, key: str, paths: list[str], seconds: int) -> dict[str
     }
 
 
-def http_bench(url: str, engine, lon: np.ndarray, lat: np.ndarray, seconds: int) -> dict:
+def open_loop_latency(
+    port: int, key: str, paths: list[str], clients: int, rate_per_client: float, seconds: float
+) -> dict[str, float]:
+    """Latency (ms) with `clients` each sending `rate_per_client` requests/s on a fixed
+    schedule, measured from the scheduled start (no coordinated omission)."""
+
+    async def client(number: int, http: httpx.AsyncClient, start: float, out: list[float]):
+        for k in range(int(seconds * rate_per_client)):
+            due = start + (k + number / clients) / rate_per_client
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            path = paths[(number * 7919 + k) % len(paths)]
+            response = await http.get(path)
+            response.raise_for_status()
+            out.append((time.perf_counter() - due) * 1e3)
+
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        limits = httpx.Limits(max_connections=clients)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            limits=limits,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as http:
+            start = time.perf_counter() + 0.1
+            await asyncio.gather(*(client(n, http, start, latencies) for n in range(clients)))
+        return latencies
+
+    latencies = asyncio.run(run())
+    return {
+        "p50": float(np.percentile(latencies, 50)),
+        "p99": float(np.percentile(latencies, 99)),
+        "rps": clients * rate_per_client,
+    }
+
+
+def http_bench(
+    url: str, engine, lon: np.ndarray, lat: np.ndarray, seconds: int, workers: int
+) -> dict:
     """Serve the scratch database, then measure lookups and how fast an edit shows."""
     with engine.begin() as conn:
         dispatcher = create_api_key(conn, "dispatcher", "bench")[1]
@@ -169,7 +207,7 @@ def http_bench(url: str, engine, lon: np.ndarray, lat: np.ndarray, seconds: int)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDCOVER_")}
     env |= {"GRIDCOVER_DATABASE_URL": url, "GRIDCOVER_LOG_LEVEL": "warning"}
     server = subprocess.Popen(
-        [GRIDCOVER, "serve", "--port", str(port)],
+        [GRIDCOVER, "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -191,7 +229,9 @@ def http_bench(url: str, engine, lon: np.ndarray, lat: np.ndarray, seconds: int)
                 time.sleep(0.2)
             first = client.get("/v1/lookup", params={"lon": lon[0], "lat": lat[0]}).json()
             paths = [f"/v1/lookup?lon={x:.7f}&lat={y:.7f}" for x, y in zip(lon, lat, strict=True)]
-            result = wrk_latency(port, dispatcher, paths, seconds) if shutil.which("wrk") else {}
+            result = {"steady": open_loop_latency(port, dispatcher, paths, 20, 10.0, seconds)}
+            if shutil.which("wrk"):
+                result["saturated"] = wrk_latency(port, dispatcher, paths, seconds)
             # An edit through the API, then poll the answer until it shows.
             code = first["grid"]["code"]
             params = {"lon": lon[0], "lat": lat[0]}
@@ -215,7 +255,8 @@ def http_bench(url: str, engine, lon: np.ndarray, lat: np.ndarray, seconds: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=int, default=15, help="wrk duration")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each HTTP run")
+    parser.add_argument("--workers", type=int, default=2, help="server processes")
     args = parser.parse_args()
 
     server = resolve_database_url(get_settings())
@@ -242,7 +283,7 @@ def main() -> None:
         mismatches = postgis_agreement(url, snapshot, lon[:100_000], lat[:100_000])
         single_pg = postgis_single_latency(url, lon[:2000], lat[:2000])
         print("serving it and measuring HTTP ...", file=sys.stderr)
-        http = http_bench(url, engine, lon[:5000], lat[:5000], args.seconds)
+        http = http_bench(url, engine, lon[:5000], lat[:5000], args.seconds, args.workers)
         engine.dispose()
     finally:
         drop_scratch_database(server, url)
