@@ -52,6 +52,7 @@ class GridSnapshot:
     grids: pd.DataFrame
     at: datetime | None
     fingerprint: tuple[Any, ...]
+    wkb: np.ndarray  # the geometries the index was built from, to tell what an edit changed
     _columns: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def column(self, name: str) -> np.ndarray:
@@ -61,17 +62,35 @@ class GridSnapshot:
         return self._columns[name]
 
 
-def load_snapshot(engine: Engine, at: datetime | None = None) -> GridSnapshot:
-    """Read the grids valid at `at` (None: now) and build their index."""
+def load_snapshot(
+    engine: Engine, at: datetime | None = None, previous: GridSnapshot | None = None
+) -> GridSnapshot:
+    """Read the grids valid at `at` (None: now) and index them.
+
+    When `previous` holds the same codes and geometries (an edit of names or workers), its
+    index is reused and only the attributes are new.
+    """
     with engine.connect() as conn:
         fingerprint = tuple(conn.execute(text(FINGERPRINT_SQL)).one())
         moment = at or conn.execute(text("SELECT now()")).scalar_one()
         frame = pd.DataFrame(conn.execute(text(GRIDS_AT_SQL), {"at": moment}).mappings().all())
     if frame.empty:
         frame = pd.DataFrame(columns=["id", "code", "wkb"])
-    polygons = shapely.from_wkb(frame["wkb"].to_numpy())
-    index = GridIndex.build(frame["code"].astype(str).to_numpy(), polygons)
-    return GridSnapshot(index, frame.drop(columns="wkb"), at, fingerprint)
+    codes = frame["code"].astype(str).to_numpy()
+    wkb = frame["wkb"].map(bytes).to_numpy()
+    if previous is not None and _same_geometries(previous, codes, wkb):
+        index = previous.index
+    else:
+        index = GridIndex.build(codes, shapely.from_wkb(wkb))
+    return GridSnapshot(index, frame.drop(columns="wkb"), at, fingerprint, wkb)
+
+
+def _same_geometries(previous: GridSnapshot, codes: np.ndarray, wkb: np.ndarray) -> bool:
+    return (
+        len(codes) == len(previous.wkb)
+        and bool(np.array_equal(previous.index.codes, codes))
+        and bool(np.all(previous.wkb == wkb))
+    )
 
 
 class GridLocator:
@@ -130,7 +149,7 @@ class GridLocator:
             fingerprint = tuple(conn.execute(text(FINGERPRINT_SQL)).one())
         if self._current is not None and fingerprint == self._current.fingerprint:
             return False
-        snapshot = load_snapshot(self._engine)
+        snapshot = load_snapshot(self._engine, previous=self._current)
         with self._build_lock:
             self._current = snapshot
             self._history.clear()
