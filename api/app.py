@@ -18,7 +18,7 @@ from api import __version__
 from api.db import make_engine, resolve_database_url
 from api.errors import GridcoverError, Problem
 from api.responses import ProblemResponse
-from api.routes import grids, health, keys, lookup
+from api.routes import grid_import, grids, health, keys, lookup
 from api.services.lookup import GridLocator
 from api.services.validation import RowsRejected
 from api.settings import Settings, get_settings
@@ -139,5 +139,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(lookup.router)
+    app.include_router(grid_import.router)
     app.include_router(grids.router)
     return app

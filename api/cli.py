@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from api.cli_import import grids_app, import_app
 from api.errors import GridcoverError
 from api.settings import Settings, get_settings
 
@@ -30,6 +31,8 @@ demo_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
+app.add_typer(import_app, name="import")
+app.add_typer(grids_app, name="grids")
 
 
 def settings() -> Settings:

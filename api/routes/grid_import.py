@@ -41,6 +41,8 @@ Public = Annotated[Principal, Depends(require("read:public"))]
 
 # Module-level so a deployment (and the tests) can change it.
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+# A 422 lists this many row errors at most (`errors_total` counts them all).
+MAX_LISTED_ERRORS = 1000
 
 CoordSys = Annotated[
     str | None,
@@ -186,7 +188,9 @@ async def _import(
             name=path.name,
         )
     except ImportRejected as exc:
-        raise Problem(422, str(exc), errors=exc.errors) from None
+        raise Problem(
+            422, str(exc), errors=exc.errors[:MAX_LISTED_ERRORS], errors_total=len(exc.errors)
+        ) from None
     except UnsupportedFormat as exc:
         raise Problem(415, str(exc)) from None
     except LayerChoice as exc:

@@ -93,7 +93,6 @@ LEVEL_SYNONYMS = {
     "社区": "village",
     "村级": "village",
 }
-PARENT_LEVEL = {"county": "prefecture", "township": "county", "village": "township"}
 # How many leading digits of a code are its parent's (a county shares the prefecture's 4).
 PARENT_PREFIX = {"county": 4, "township": 6, "village": 9}
 # Geometry and identity errors keep a row out of the checks against stored data: an
@@ -176,7 +175,7 @@ class _Errors:
         self.row_kind = str(frame.index.name or "row")
         if frame.index.name is None:  # a plain frame: number its rows from 1
             self.rows = np.arange(1, len(frame) + 1)
-        self.items: list[dict[str, Any]] = []  # {"pos", "field", "reason", "code"}
+        self.items: list[dict[str, Any]] = []  # {"pos", "field", "reason"}
 
     def add(self, position: int, field_name: str, reason: str) -> None:
         self.items.append({"pos": position, "field": field_name, "reason": reason})
@@ -409,7 +408,7 @@ def import_grids(
     missing = _missing_column_errors(chosen, ("code", "name"), GRID_COLUMNS, frame)
     if missing:
         raise ImportRejected("grids", missing, errors.row_kind, len(frame))
-    _progress(progress, "checking", 0.0)
+    _progress(progress, "validating", 0.0)
     codes = text_column(frame, chosen["code"])
     village_codes = text_column(frame, chosen.get("village_code"))
     # A grid code begins with its 12-digit village code, so the village can be derived.
@@ -439,23 +438,32 @@ def import_grids(
         validate_grids(grids)
     except RowsRejected as exc:
         errors.add_stage(exc.errors)
-    _progress(progress, "checking", 0.3)
-    placeable = np.setdiff1d(
-        np.arange(len(grids)), sorted(errors.bad_positions(_UNPLACEABLE_FIELDS))
-    )
-    if len(placeable):
-        errors.add_stage(check_grid_placement(conn, grids.iloc[placeable]), placeable)
-    _progress(progress, "checking", 1.0)
-    problem_errors = errors.as_problem_errors(codes)
+    _progress(progress, "validating", 0.3)
     report = ImportReport(
-        "grids",
-        errors.row_kind,
-        len(frame),
-        rejected=_report_rows(problem_errors),
-        repaired=repaired,
-        ignored_columns=leftover,
+        "grids", errors.row_kind, len(frame), repaired=repaired, ignored_columns=leftover
     )
-    if problem_errors and not skip_invalid:
+    if not errors.items:
+        # Every row passed alone: the write path's own placement check (the costly one,
+        # seconds for a prefecture) then runs once, and raises before writing anything.
+        try:
+            report.written = write_grids(
+                conn, grids, progress=_write_progress(progress, len(grids))
+            )
+        except RowsRejected as exc:
+            errors.add_stage(exc.errors)
+        else:
+            _progress(progress, "writing", 1.0)
+            return report
+    else:
+        placeable = np.setdiff1d(
+            np.arange(len(grids)), sorted(errors.bad_positions(_UNPLACEABLE_FIELDS))
+        )
+        if len(placeable):
+            errors.add_stage(check_grid_placement(conn, grids.iloc[placeable]), placeable)
+    _progress(progress, "validating", 1.0)
+    problem_errors = errors.as_problem_errors(codes)
+    report.rejected = _report_rows(problem_errors)
+    if not skip_invalid:
         raise ImportRejected("grids", problem_errors, errors.row_kind, len(frame))
     good = np.setdiff1d(np.arange(len(grids)), sorted(errors.bad_positions()))
     report.repaired = [r for r in repaired if r["row"] in set(errors.rows[good].tolist())]
@@ -596,7 +604,7 @@ def import_admin_areas(
     missing = _missing_column_errors(chosen, ("code", "name"), ADMIN_COLUMNS, frame)
     if missing:
         raise ImportRejected("admin areas", missing, errors.row_kind, len(frame))
-    _progress(progress, "checking", 0.0)
+    _progress(progress, "validating", 0.0)
     codes = text_column(frame, chosen["code"])
     levels = text_column(frame, chosen.get("level"))
     parents = text_column(frame, chosen.get("parent_code"))
@@ -629,7 +637,7 @@ def import_admin_areas(
         validate_admin_areas(areas)
     except RowsRejected as exc:
         errors.add_stage(exc.errors)
-    _progress(progress, "checking", 0.3)
+    _progress(progress, "validating", 0.3)
     spatial = np.ones(len(areas), dtype=bool)
     spatial[sorted(errors.bad_positions({"geometry"}))] = False
     unplaceable = errors.bad_positions({"code"}) | {
@@ -640,7 +648,7 @@ def import_admin_areas(
         stage_errors = check_admin_area_placement(conn, areas.iloc[placeable], spatial[placeable])
         errors.add_stage(stage_errors, placeable)
     _cascade_rejected_parents(conn, errors, codes, parents)
-    _progress(progress, "checking", 1.0)
+    _progress(progress, "validating", 1.0)
     problem_errors = errors.as_problem_errors(codes)
     report = ImportReport(
         "admin areas",
@@ -693,6 +701,7 @@ IMPORTERS: dict[str, Callable[..., ImportReport]] = {
     "admin areas": import_admin_areas,
 }
 AUDIT_ENTITIES = {"grids": "grid", "admin areas": "admin_area"}
+IMPORT_LOCK_KEY = 0x67_63_69_6D  # "gcim": the advisory lock that serialises imports
 
 
 def import_file(
@@ -715,6 +724,9 @@ def import_file(
     vector = read_vector_file(path, coord_sys=coord_sys, layer=layer, name=name)
     _progress(progress, "reading", 1.0)
     with engine.begin() as conn:
+        # One import at a time: two concurrent ones could each pass the overlap checks
+        # against what is stored and together write overlapping grids.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": IMPORT_LOCK_KEY})
         report = IMPORTERS[entity](
             conn,
             vector.frame,
