@@ -15,8 +15,13 @@ WGS84_SRID = 4326
 
 
 def ewkb_hex(geoms: Sequence[Any] | np.ndarray, srid: int = WGS84_SRID) -> np.ndarray:
-    """Hex EWKB (with SRID) of shapely geometries, the text form COPY accepts for geometry."""
-    return shapely.to_wkb(shapely.set_srid(np.asarray(geoms), srid), hex=True, include_srid=True)
+    """Hex EWKB (with SRID) of shapely geometries, the text form COPY accepts for geometry;
+    missing geometries become COPY's NULL."""
+    hexes = shapely.to_wkb(
+        shapely.set_srid(np.asarray(geoms), srid), hex=True, include_srid=True
+    ).astype(object)
+    hexes[shapely.is_missing(geoms)] = "\\N"
+    return hexes
 
 
 def select_columns(

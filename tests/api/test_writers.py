@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 from shapely import Point, Polygon, box
 from sqlalchemy import Connection, text
@@ -268,3 +269,13 @@ def test_grids_are_checked_against_their_village_and_siblings(conn):
     assert "village 433101002009 is not a known village" in reasons[4]
     assert any(r.startswith("overlaps grid 433101002001002 (row 0)") for r in reasons[5])
     assert count(conn, "grid") == 1
+
+
+def test_a_missing_geometry_is_copied_as_null(conn):
+    from api.services.bulk import copy_frame
+
+    conn.execute(text("CREATE TEMP TABLE shapes (name text, geom geometry(Point, 4326))"))
+    frame = pd.DataFrame({"name": ["a", "b"], "geom": [Point(109.7, 28.3), None]})
+    copy_frame(conn, "shapes", frame, {"geom": 4326})
+    rows = conn.execute(text("SELECT name, geom IS NULL FROM shapes ORDER BY name")).all()
+    assert [tuple(r) for r in rows] == [("a", False), ("b", True)]
