@@ -55,6 +55,8 @@ def test_a_taken_port_moves_the_cluster_to_a_free_one(cluster):
     cluster.stop()
     old_port = cluster.state.port
     with socket.socket() as squatter:
+        # the stopped server's connections may linger in TIME_WAIT on that port
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", old_port))
         squatter.listen()
         state = cluster.start()
