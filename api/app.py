@@ -19,6 +19,7 @@ from api.db import make_engine, resolve_database_url
 from api.errors import GridcoverError, Problem
 from api.responses import ProblemResponse
 from api.routes import grid_import, grids, health, keys, lookup
+from api.services.addresses import AddressBook
 from api.services.lookup import GridLocator
 from api.services.validation import RowsRejected
 from api.settings import Settings, get_settings
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         owns_engine = engine is None
         app.state.engine = engine or make_engine(resolve_database_url(settings), settings)
         app.state.grid_locator = GridLocator(app.state.engine)
+        app.state.address_book = AddressBook(app.state.engine)
         app.state.grid_locator.start()
         try:
             yield

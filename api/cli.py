@@ -227,6 +227,7 @@ def demo_load(
 def lookup(
     lon: Annotated[float | None, typer.Option(help="longitude")] = None,
     lat: Annotated[float | None, typer.Option(help="latitude")] = None,
+    address: Annotated[str | None, typer.Option(help="a Chinese address instead")] = None,
     file: Annotated[Path | None, typer.Option(help="CSV with lon and lat columns")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="CSV to write")] = None,
     coord_sys: Annotated[str, typer.Option(help="wgs84 | cgcs2000 | gcj02 | bd09")] = "wgs84",
@@ -246,13 +247,25 @@ def lookup(
             raise GridcoverError("--file needs -o OUT.csv for the answers")
         _lookup_file(file, output, coord_sys, accuracy_m, lon_column, lat_column)
         return
-    if lon is None or lat is None:
-        raise GridcoverError("give --lon and --lat, or --file IN.csv -o OUT.csv")
     import numpy as np
     import orjson
 
-    from api.services.lookup import answer_dict, load_snapshot, resolve_points
+    from api.services.lookup import address_answer, answer_dict, load_snapshot, resolve_points
 
+    if address is not None:
+        from api.services.addresses import load_address_matcher
+
+        db = engine()
+        match = load_address_matcher(db)[0].match(address)
+        if match is None or match.lon is None:
+            raise GridcoverError(f"no place in Xiangxi matches the address {address!r}")
+        result = address_answer(
+            load_snapshot(db), match, address, settings().lookup_max_distance_m, with_phone=True
+        )
+        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    if lon is None or lat is None:
+        raise GridcoverError("give --lon and --lat, --address TEXT, or --file IN.csv -o OUT.csv")
     snapshot = load_snapshot(engine())
     answers = resolve_points(
         snapshot,

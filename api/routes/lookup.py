@@ -12,7 +12,13 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.auth import Principal, require
 from api.errors import Problem
-from api.services.lookup import GridLocator, GridSnapshot, answer_dict, resolve_points
+from api.services.lookup import (
+    GridLocator,
+    GridSnapshot,
+    address_answer,
+    answer_dict,
+    resolve_points,
+)
 from geo.crs import convert
 
 router = APIRouter(prefix="/v1", tags=["lookup"])
@@ -71,19 +77,44 @@ def _swapped_hint(snapshot: GridSnapshot, lon: float, lat: float, coord_sys: str
 
 # The answer is pure computation on an in-memory index (well under a millisecond), so it
 # runs on the event loop: a thread hop would cost more than the work.
-@router.get("/lookup", summary="The grid, worker and admin chain of a point")
+@router.get("/lookup", summary="The grid, worker and admin chain of a point or an address")
 async def lookup_point(
     request: Request,
     principal: Dispatcher,
-    lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False, description="longitude")],
-    lat: Annotated[float, Query(allow_inf_nan=False, description="latitude, -90 to 90")],
-    coord_sys: Annotated[str, Depends(coord_sys_param)],
-    accuracy_m: Annotated[float, Depends(accuracy_param)],
-    at: Annotated[datetime | None, Depends(at_param)],
+    lon: Annotated[
+        float | None, Query(ge=-180, le=180, allow_inf_nan=False, description="longitude")
+    ] = None,
+    lat: Annotated[
+        float | None, Query(allow_inf_nan=False, description="latitude, -90 to 90")
+    ] = None,
+    address: Annotated[
+        str | None,
+        Query(min_length=1, max_length=300, description="a Chinese address, instead of lon/lat"),
+    ] = None,
+    coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
+    accuracy_m: Annotated[float, Depends(accuracy_param)] = 0.0,
+    at: Annotated[datetime | None, Depends(at_param)] = None,
 ) -> dict[str, Any]:
     """Covers semantics: a point on a shared edge belongs to both grids and the smaller code
     answers (`ambiguous` is then true). A point in no grid gets the nearest grid within
-    `GRIDCOVER_LOOKUP_MAX_DISTANCE_M`, flagged `outside`; farther away is a 404 problem."""
+    `GRIDCOVER_LOOKUP_MAX_DISTANCE_M`, flagged `outside`; farther away is a 404 problem.
+    An `address` is matched against the gazetteer and the division names (no network
+    geocoder); the answer adds its `precision`, `confidence` and the address candidates."""
+    if address is not None:
+        if lon is not None or lat is not None:
+            raise Problem(
+                400,
+                "give either lon and lat, or address, not both",
+                errors=[{"field": "address", "in": "query", "reason": "not with lon/lat"}],
+            )
+        return await run_in_threadpool(lookup_address, request, principal, address, at)
+    if lon is None or lat is None:
+        missing = "lon" if lon is None else "lat"
+        raise Problem(
+            400,
+            f"invalid {missing}: give lon and lat, or address",
+            errors=[{"field": missing, "in": "query", "reason": "required"}],
+        )
     snapshot = await snapshot_for(request, at)
     if not -90 <= lat <= 90:
         raise Problem(
@@ -99,6 +130,26 @@ async def lookup_point(
     if answers.grid[0] < 0:
         raise Problem(404, f"no grid within {max_distance_m:g} m of ({lon}, {lat}) in {coord_sys}")
     return answer_dict(snapshot, answers, 0, with_phone=principal.can("read:worker_phone"))
+
+
+def lookup_address(
+    request: Request, principal: Principal, address: str, at: datetime | None
+) -> dict[str, Any]:
+    """Match the address, then answer for its point like a coordinate lookup."""
+    match = request.app.state.address_book.matcher().match(address)
+    if match is None or match.lon is None:
+        raise Problem(
+            404,
+            f"no place in Xiangxi matches the address {address!r}; check the "
+            "county, township or village names, or look up a point instead",
+        )
+    return address_answer(
+        request.app.state.grid_locator.at(at),
+        match,
+        address,
+        request.app.state.settings.lookup_max_distance_m,
+        principal.can("read:worker_phone"),
+    )
 
 
 BATCH_BODY = {

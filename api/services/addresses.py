@@ -1,14 +1,19 @@
-"""The address gazetteer: entries an address text resolves to, with their precision."""
+"""The address gazetteer: entries an address text resolves to, and the matcher over them."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import geopandas as gpd
-from sqlalchemy import Connection
+import pandas as pd
+import shapely
+from sqlalchemy import Connection, Engine, text
 
 from api.services.bulk import copy_frame, select_columns
 from api.services.validation import RowErrors
+from geo.address import AddressMatcher
 
 PRECISIONS = ("house_number", "road", "village", "township", "county")
 
@@ -27,3 +32,58 @@ def write_addresses(
     frame["components"] = frame["components"].map(lambda c: c if isinstance(c, dict) else {})
     frame["geom"] = addresses.geometry.to_numpy()
     return copy_frame(conn, "address", frame, {"geom": 4326}, progress)
+
+
+GAZETTEER_SQL = """
+SELECT full_text, components, village_code, precision, ST_X(geom) AS lon, ST_Y(geom) AS lat
+FROM address
+"""
+DIVISIONS_SQL = """
+SELECT code, name, level, parent_code, ST_AsBinary(geom) AS wkb
+FROM admin_area WHERE level IN ('county', 'township', 'village')
+"""
+ADDRESS_FINGERPRINT_SQL = """
+SELECT (SELECT count(*) FROM address), (SELECT max(id) FROM address),
+       (SELECT count(*) FROM admin_area)
+"""
+
+
+def load_address_matcher(engine: Engine) -> tuple[AddressMatcher, tuple[object, ...]]:
+    """A matcher over the stored gazetteer and divisions, and the fingerprint it reflects."""
+    with engine.connect() as conn:
+        fingerprint = tuple(conn.execute(text(ADDRESS_FINGERPRINT_SQL)).one())
+        gazetteer = pd.DataFrame(conn.execute(text(GAZETTEER_SQL)).mappings().all())
+        divisions = pd.DataFrame(conn.execute(text(DIVISIONS_SQL)).mappings().all())
+    if divisions.empty:
+        return AddressMatcher.build(None, None), fingerprint
+    divisions = gpd.GeoDataFrame(
+        divisions.drop(columns="wkb"),
+        geometry=shapely.from_wkb(divisions["wkb"].map(bytes).to_numpy()),
+        crs=4326,
+    )
+    return AddressMatcher.build(gazetteer if len(gazetteer) else None, divisions), fingerprint
+
+
+class AddressBook:
+    """The process's address matcher: built on first use, rebuilt when the gazetteer or
+    the divisions change (checked at most every `check_interval_s`)."""
+
+    def __init__(self, engine: Engine, check_interval_s: float = 5.0) -> None:
+        self._engine = engine
+        self._interval = check_interval_s
+        self._lock = threading.Lock()
+        self._matcher: AddressMatcher | None = None
+        self._fingerprint: tuple[object, ...] | None = None
+        self._checked_at = 0.0
+
+    def matcher(self) -> AddressMatcher:
+        with self._lock:
+            now = time.monotonic()
+            if self._matcher is not None and now - self._checked_at < self._interval:
+                return self._matcher
+            self._checked_at = now
+            with self._engine.connect() as conn:
+                fingerprint = tuple(conn.execute(text(ADDRESS_FINGERPRINT_SQL)).one())
+            if self._matcher is None or fingerprint != self._fingerprint:
+                self._matcher, self._fingerprint = load_address_matcher(self._engine)
+            return self._matcher

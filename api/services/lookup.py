@@ -20,6 +20,7 @@ import pandas as pd
 import shapely
 from sqlalchemy import Engine, text
 
+from geo.address import AddressMatch
 from geo.assign import GridIndex
 from geo.crs import convert
 
@@ -317,3 +318,28 @@ def answers_table(snapshot: GridSnapshot, answers: PointAnswers) -> pd.DataFrame
     table["distance_to_boundary_m"] = np.round(answers.distance_to_boundary_m, 2)
     table["ambiguous"] = np.diff(answers.candidate_offsets) > 1
     return table
+
+
+def address_answer(
+    snapshot: GridSnapshot,
+    match: AddressMatch,
+    address: str,
+    max_distance_m: float = 5000.0,
+    with_phone: bool = False,
+) -> dict[str, Any]:
+    """The lookup answer for a matched address: its point's answer plus the match's
+    `precision`, `confidence` and the address candidates."""
+    answers = resolve_points(
+        snapshot, np.array([match.lon]), np.array([match.lat]), max_distance_m=max_distance_m
+    )
+    body = answer_dict(snapshot, answers, 0, with_phone)
+    matched = match.to_dict()
+    body["precision"] = matched["precision"]
+    body["confidence"] = round(matched["confidence"], 3)
+    body["ambiguous"] = body["ambiguous"] or matched["ambiguous"]
+    body["address"] = {
+        "text": address,
+        "matched_text": matched["matched_text"],
+        "candidates": matched["candidates"],
+    }
+    return body

@@ -308,3 +308,109 @@ def test_grid_edits_reach_the_index_within_a_second_and_history_stays(demo):
                 ),
                 {"c": code},
             )
+
+
+def test_an_address_resolves_to_its_grid_with_precision_and_confidence(demo):
+    client, engine, headers = demo
+    with engine.connect() as conn:
+        entry = conn.execute(
+            text(
+                "SELECT a.full_text, a.village_code, a.components ->> 'township' AS township, "
+                "g.code AS grid FROM address a JOIN grid g ON g.valid_to IS NULL "
+                "AND ST_Covers(g.geom, a.geom) WHERE a.precision = 'house_number' "
+                "ORDER BY a.id LIMIT 1"
+            )
+        ).one()
+    body = client.get(
+        "/v1/lookup", params={"address": entry.full_text}, headers=headers["dispatcher"]
+    ).json()
+    assert body["precision"] == "house_number" and body["confidence"] > 0.5
+    assert body["village"]["code"] == entry.village_code
+    assert body["grid"]["code"] == entry.grid
+    assert body["address"]["matched_text"] == entry.full_text
+    # the way people say it: no province or prefecture, full-width digits
+    short = entry.full_text.split("自治州")[-1].translate(
+        str.maketrans("0123456789", "０１２３４５６７８９")
+    )
+    again = client.get(
+        "/v1/lookup", params={"address": short}, headers=headers["dispatcher"]
+    ).json()
+    assert again["village"]["code"] == entry.village_code
+
+
+def test_an_address_at_township_precision_and_an_unknown_one(demo):
+    client, engine, headers = demo
+    with engine.connect() as conn:
+        county, township, code = conn.execute(
+            text(
+                "SELECT c.name, t.name, t.code FROM admin_area t "
+                "JOIN admin_area c ON c.code = t.parent_code WHERE t.level = 'township' "
+                "ORDER BY t.code LIMIT 1"
+            )
+        ).one()
+    body = client.get(
+        "/v1/lookup", params={"address": county + township}, headers=headers["dispatcher"]
+    ).json()
+    assert body["precision"] == "township" and body["township"]["code"] == code
+    unknown = client.get(
+        "/v1/lookup",
+        params={"address": "北京市海淀区中关村大街27号"},
+        headers=headers["dispatcher"],
+    )
+    assert unknown.status_code == 404
+    both = client.get(
+        "/v1/lookup",
+        params={"address": "吉首市", "lon": 109.7, "lat": 28.3},
+        headers=headers["dispatcher"],
+    )
+    assert both.status_code == 400 and both.json()["errors"][0]["field"] == "address"
+    neither = client.get("/v1/lookup", headers=headers["dispatcher"])
+    assert neither.status_code == 400
+
+
+def test_cli_lookup_of_a_point_an_address_and_a_csv_file(demo, small_demo_url, tmp_path):
+    import csv
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, engine, _ = demo
+    gridcover = str(Path(sys.executable).with_name("gridcover"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDCOVER_")}
+    env["GRIDCOVER_DATABASE_URL"] = small_demo_url
+    sample = grids(engine)[:50]
+    point = sample[3][2].representative_point()
+
+    def run(*args):
+        result = subprocess.run(
+            [gridcover, "lookup", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert (
+        json.loads(run("--lon", str(point.x), "--lat", str(point.y)))["grid"]["code"]
+        == (sample[3][0])
+    )
+    with engine.connect() as conn:
+        full_text, village = conn.execute(
+            text("SELECT full_text, village_code FROM address ORDER BY id LIMIT 1")
+        ).one()
+    assert json.loads(run("--address", full_text))["village"]["code"] == village
+
+    source, target = tmp_path / "calls.csv", tmp_path / "answers.csv"
+    with open(source, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["call_id", "x", "y"])
+        for i, (_, _, polygon) in enumerate(sample):
+            p = polygon.representative_point()
+            writer.writerow([f"c{i}", p.x, p.y])
+        writer.writerow(["bad", "not a number", ""])
+    run("--file", str(source), "-o", str(target), "--lon-column", "x", "--lat-column", "y")
+    with open(target, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["grid_code"] for r in rows[:-1]] == [code for code, _, _ in sample]
+    assert rows[0]["call_id"] == "c0" and rows[0]["village_code"] == sample[0][1]
+    assert rows[-1]["grid_code"] == ""
