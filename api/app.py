@@ -6,11 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -83,9 +84,28 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_user_error(request: Request, exc: GridcoverError) -> JSONResponse:
         return problem_response(request, Problem(400, str(exc)))
 
+    @app.exception_handler(IntegrityError)
+    async def on_conflict(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Checks run before writes; this is a concurrent writer winning the race.
+        return problem_response(
+            request,
+            Problem(
+                409, "a concurrent change conflicts with this one; read the data again and retry"
+            ),
+        )
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
     async def on_database_away(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(getattr(exc, "orig", None), psycopg.errors.QueryCanceled):
+            return problem_response(
+                request,
+                Problem(
+                    503,
+                    "the request took longer than the statement timeout; narrow it or retry",
+                    headers={"Retry-After": "5"},
+                ),
+            )
         log.warning("database unavailable: %s", exc)
         return problem_response(
             request,

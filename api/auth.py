@@ -39,6 +39,7 @@ PERMISSIONS: dict[str, Role] = {
     "read:incidents": Role.dispatcher,
     "write:incidents": Role.dispatcher,
     "read:cameras_visible": Role.dispatcher,
+    "read:worker_name": Role.viewer,
     "read:worker_phone": Role.dispatcher,
     "read:cameras": Role.planner,
     "read:fov": Role.planner,

@@ -255,7 +255,9 @@ class EmbeddedCluster:
             )
         password = secrets.token_urlsafe(24)
         pwfile = data_dir.parent / f".pw-{os.getpid()}"
-        pwfile.write_text(password + "\n")
+        # created private: the folder may be readable by others
+        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(password + "\n")
         try:
             if self._as_cluster_user():
                 uid, gid = self._cluster_uid_gid()

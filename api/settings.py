@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,7 +42,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_connect_timeout_s: int = Field(default=3, ge=1)
     statement_timeout_ms: int = Field(default=30_000, ge=100)
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     workers: int = Field(
         default=1, ge=1, le=32, description="server processes; each holds its own grid index"
     )

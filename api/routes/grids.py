@@ -20,24 +20,25 @@ from api.audit import record_write
 from api.auth import Principal, require
 from api.errors import Problem
 from api.responses import GeoJSONResponse
-from api.services.grids import read_grids, retire_grid, write_grids
+from api.services.grids import lock_grid_writes, read_grids, retire_grid, write_grids
 from geo.crs import convert_geometry
 
 router = APIRouter(prefix="/v1/grids", tags=["grids"])
 Admin = Annotated[Principal, Depends(require("write:grids"))]
 Reader = Annotated[Principal, Depends(require("read:public"))]
 CoordSys = Literal["wgs84", "cgcs2000", "gcj02", "bd09"]
+NO_CONTROL_CHARS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
 EDITABLE = ("name", "kind", "households", "population", "worker_name", "worker_phone")
 
 
 class GridProperties(BaseModel):
     code: str = Field(pattern=r"^\d{15}$", description="12-digit village code + 3-digit sequence")
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL_CHARS)
     kind: Literal["综合网格", "专属网格"] = "综合网格"
-    households: int | None = Field(default=None, ge=0)
-    population: int | None = Field(default=None, ge=0)
-    worker_name: str | None = Field(default=None, max_length=100)
-    worker_phone: str | None = Field(default=None, max_length=40)
+    households: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    population: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    worker_name: str | None = Field(default=None, max_length=100, pattern=NO_CONTROL_CHARS)
+    worker_phone: str | None = Field(default=None, max_length=40, pattern=NO_CONTROL_CHARS)
 
 
 class GridFeature(BaseModel):
@@ -70,7 +71,7 @@ def grid_feature(row: dict[str, Any], principal: Principal) -> dict[str, Any]:
             "area_m2",
         )
     }
-    if principal.can("read:coverage"):
+    if principal.can("read:worker_name"):
         properties["worker_name"] = row["worker_name"]
     if principal.can("read:worker_phone"):
         properties["worker_phone"] = row["worker_phone"]
@@ -114,7 +115,7 @@ def list_grids(
     village_code: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
     at: Annotated[datetime | None, Query(description="the moment; default now")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> GeoJSONResponse:
     with request.app.state.engine.connect() as conn:
         rows = read_grids(conn, village_code=village_code, at=at, limit=limit, offset=offset)
@@ -204,6 +205,7 @@ def update_grid(
             ],
         )
     with request.app.state.engine.begin() as conn:
+        lock_grid_writes(conn)  # so the version compared below is the one we replace
         rows = read_grids(conn, code=code, limit=1)
         if not rows:
             raise Problem(404, f"no grid {code}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -18,7 +18,12 @@ Admin = Annotated[Principal, Depends(require("manage:keys"))]
 
 
 class KeyRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=200, description="who or what uses the key")
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]*\S[^\x00-\x1f]*$",
+        description="who or what uses the key",
+    )
     role: Literal["viewer", "dispatcher", "planner", "admin"]
     expires_at: datetime | None = None
 
@@ -41,6 +46,12 @@ def list_keys(request: Request, _: Admin) -> dict[str, list[dict[str, object]]]:
 
 @router.post("/keys", status_code=201, summary="Create an API key; the key is shown only here")
 def create_key(body: KeyRequest, request: Request, admin: Admin) -> dict[str, object]:
+    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+        raise Problem(
+            422,
+            "expires_at lies in the past: the key would never work",
+            errors=[{"field": "expires_at", "reason": "must be in the future"}],
+        )
     with request.app.state.engine.begin() as conn:
         key_id, key = create_api_key(conn, body.role, body.name, body.expires_at)
         record_write(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -26,6 +26,9 @@ router = APIRouter(prefix="/v1", tags=["lookup"])
 CoordSys = Literal["wgs84", "cgcs2000", "gcj02", "bd09"]
 Dispatcher = Annotated[Principal, Depends(require("lookup"))]
 MAX_BATCH_POINTS = 100_000
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+MAX_BATCH_ACCURACY_M = 1000.0
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 
 
 async def coord_sys_param(
@@ -52,8 +55,13 @@ async def accuracy_param(
 
 
 async def at_param(
-    at: Annotated[datetime | None, Query(description="answer with the grids valid then")] = None,
+    at: Annotated[
+        datetime | None,
+        Query(description="answer with the grids valid then; without an offset, +08:00"),
+    ] = None,
 ) -> datetime | None:
+    if at is not None and at.tzinfo is None:
+        return at.replace(tzinfo=CHINA_STANDARD_TIME)
     return at
 
 
@@ -213,12 +221,53 @@ async def lookup_batch(
 ) -> dict[str, Any]:
     """Answers in input order, each shaped like GET /v1/lookup plus the input's `id`; points
     farther than the limit from every grid answer with `grid: null` instead of failing."""
-    lon, lat, ids = parse_points(await request.body())
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
+        raise Problem(413, f"the body is {int(declared):,} bytes; at most {MAX_BATCH_BYTES:,}")
+    if accuracy_m > MAX_BATCH_ACCURACY_M:
+        raise Problem(
+            400,
+            f"invalid accuracy_m: at most {MAX_BATCH_ACCURACY_M:g} m in a batch",
+            errors=[
+                {
+                    "field": "accuracy_m",
+                    "in": "query",
+                    "reason": f"at most {MAX_BATCH_ACCURACY_M:g} in a batch",
+                }
+            ],
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BATCH_BYTES:
+            raise Problem(413, f"the body is over {MAX_BATCH_BYTES:,} bytes")
+    lon, lat, ids = parse_points(bytes(body))
     snapshot = await snapshot_for(request, at)
-    answers = resolve_points(
-        snapshot, lon, lat, coord_sys, accuracy_m, request.app.state.settings.lookup_max_distance_m
+    # Up to 100,000 answers take seconds: off the event loop, so other requests go on.
+    return await run_in_threadpool(
+        batch_answers,
+        snapshot,
+        lon,
+        lat,
+        ids,
+        coord_sys,
+        accuracy_m,
+        request.app.state.settings.lookup_max_distance_m,
+        principal.can("read:worker_phone"),
     )
-    with_phone = principal.can("read:worker_phone")
+
+
+def batch_answers(
+    snapshot: GridSnapshot,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    ids: list[Any] | None,
+    coord_sys: str,
+    accuracy_m: float,
+    max_distance_m: float,
+    with_phone: bool,
+) -> dict[str, Any]:
+    answers = resolve_points(snapshot, lon, lat, coord_sys, accuracy_m, max_distance_m)
     results = []
     for i in range(lon.size):
         result = answer_dict(snapshot, answers, i, with_phone)

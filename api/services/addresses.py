@@ -26,6 +26,7 @@ def write_addresses(
     errors.require_columns(addresses, ["full_text", "precision", "geometry"])
     errors.require_values(addresses, ["full_text"])
     errors.check_choice(addresses, "precision", PRECISIONS)
+    errors.check_text(addresses)
     errors.check_geometry(addresses, "geometry", ("Point",))
     errors.raise_if_any()
     frame = select_columns(addresses, ["full_text", "components", "village_code", "precision"])

@@ -22,8 +22,11 @@ def validate_admin_areas(areas: gpd.GeoDataFrame) -> None:
     errors.check_choice(areas, "level", LEVELS)
     codes = areas["code"].astype("string")
     for level, digits in CODE_DIGITS.items():
-        wrong = (areas["level"] == level) & ~codes.str.fullmatch(rf"\d{{{digits}}}").fillna(False)
+        wrong = (areas["level"] == level) & ~codes.str.fullmatch(rf"[0-9]{{{digits}}}").fillna(
+            False
+        )
         errors.add(wrong.to_numpy(bool), "code", f"a {level} code has {digits} digits", areas)
+    errors.check_text(areas)
     errors.check_unique(areas, "code")
     errors.check_geometry(areas, "geometry", ("Polygon", "MultiPolygon"))
     errors.raise_if_any()

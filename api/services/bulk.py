@@ -53,8 +53,10 @@ def copy_frame(
     """
     geometry_columns = geometry_columns or {}
     column_list = ", ".join(f'"{name}"' for name in frame.columns)
-    cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
+    with (
+        conn.connection.driver_connection.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy,
+    ):
         for start in range(0, len(frame), chunk_rows):
             chunk = frame.iloc[start : start + chunk_rows]
             fields = [

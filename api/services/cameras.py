@@ -64,6 +64,7 @@ def validate_cameras(cameras: gpd.GeoDataFrame) -> None:
             errors.errors.append(
                 {"row": int(position), "field": "gb_id", "reason": reason, "id": str(row["gb_id"])}
             )
+    errors.check_text(cameras)
     errors.check_unique(cameras, "gb_id")
     errors.check_choice(cameras, "kind", CAMERA_KINDS)
     for name, allowed in (("status", STATUSES), ("owner", OWNERS)):

@@ -32,6 +32,7 @@ from api.services.files import read_vector_file
 from api.services.grids import (
     AREA_TOLERANCE_M2,
     GRID_KINDS,
+    GRID_WRITE_LOCK_KEY,
     SLIVER_HALF_WIDTH_M,
     check_grid_placement,
     validate_grids,
@@ -701,7 +702,7 @@ IMPORTERS: dict[str, Callable[..., ImportReport]] = {
     "admin areas": import_admin_areas,
 }
 AUDIT_ENTITIES = {"grids": "grid", "admin areas": "admin_area"}
-IMPORT_LOCK_KEY = 0x67_63_69_6D  # "gcim": the advisory lock that serialises imports
+IMPORT_LOCK_KEY = GRID_WRITE_LOCK_KEY  # imports and single grid edits wait for each other
 
 
 def import_file(

@@ -31,7 +31,7 @@ def validate_grids(grids: gpd.GeoDataFrame) -> None:
     errors = RowErrors("grids")
     errors.require_columns(grids, ["code", "name", "village_code", "geometry"])
     errors.require_values(grids, ["code", "name", "village_code"])
-    errors.check_pattern(grids, "code", r"\d{15}", "a grid code has 15 digits")
+    errors.check_pattern(grids, "code", r"[0-9]{15}", "a grid code has 15 digits")
     prefix_wrong = grids["code"].astype("string").str[:12] != grids["village_code"].astype("string")
     errors.add(
         prefix_wrong.fillna(True).to_numpy(bool),
@@ -45,6 +45,7 @@ def validate_grids(grids: gpd.GeoDataFrame) -> None:
         if name in grids.columns:
             negative = grids[name].fillna(0).to_numpy() < 0
             errors.add(negative, name, "must not be negative", grids)
+    errors.check_text(grids)
     errors.check_unique(grids, "code")
     errors.check_geometry(grids, "geometry", ("Polygon", "MultiPolygon"))
     errors.raise_if_any()
@@ -101,6 +102,16 @@ SELECT * FROM checked ORDER BY row
 """
 
 
+# One advisory lock serialises every write to the grid table (single edits, imports, demo):
+# placement checks read what other writers are about to change.
+GRID_WRITE_LOCK_KEY = 0x67_63_69_6D
+
+
+def lock_grid_writes(conn: Connection) -> None:
+    """Wait for other grid writers; held until the caller's transaction ends."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GRID_WRITE_LOCK_KEY})
+
+
 def check_grid_placement(
     conn: Connection, grids: gpd.GeoDataFrame, replaced: Sequence[str] = ()
 ) -> list[dict[str, object]]:
@@ -151,6 +162,7 @@ def write_grids(
     code is an error.
     """
     validate_grids(grids)
+    lock_grid_writes(conn)
     codes = grids["code"].astype(str).tolist()
     replaced = codes if replace_existing else []
     placement_errors = check_grid_placement(conn, grids, replaced)
@@ -216,6 +228,7 @@ def read_grids(
 
 def retire_grid(conn: Connection, code: str) -> dict[str, object] | None:
     """Close the current version of `code` now; returns it, or None when there is none."""
+    lock_grid_writes(conn)
     row = (
         conn.execute(
             text(

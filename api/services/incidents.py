@@ -50,6 +50,7 @@ def write_incidents(
     errors.check_choice(incidents, "category", tuple(sorted(known)))
     if "channel" in incidents.columns:
         errors.check_choice(incidents, "channel", CHANNELS)
+    errors.check_text(incidents)
     errors.check_geometry(incidents, "geometry", ("Point",))
     errors.raise_if_any()
 

@@ -40,6 +40,21 @@ LEFT JOIN admin_area c ON c.code = t.parent_code
 WHERE g.valid_from <= :at AND (g.valid_to IS NULL OR g.valid_to > :at)
 ORDER BY g.code
 """
+GRID_COLUMNS = [
+    "id",
+    "code",
+    "version",
+    "name",
+    "worker_name",
+    "worker_phone",
+    "wkb",
+    "village_code",
+    "village_name",
+    "township_code",
+    "township_name",
+    "county_code",
+    "county_name",
+]
 # Changes whenever a grid is added, versioned, retired or removed.
 FINGERPRINT_SQL = "SELECT count(*), max(id), max(valid_from), max(valid_to) FROM grid"
 CHAIN_LEVELS = ("village", "township", "county")
@@ -76,7 +91,7 @@ def load_snapshot(
         moment = at or conn.execute(text("SELECT now()")).scalar_one()
         frame = pd.DataFrame(conn.execute(text(GRIDS_AT_SQL), {"at": moment}).mappings().all())
     if frame.empty:
-        frame = pd.DataFrame(columns=["id", "code", "wkb"])
+        frame = pd.DataFrame(columns=GRID_COLUMNS)
     codes = frame["code"].astype(str).to_numpy()
     wkb = frame["wkb"].map(bytes).to_numpy()
     if previous is not None and _same_geometries(previous, codes, wkb):
@@ -217,6 +232,10 @@ def resolve_points(
     lat = np.asarray(lat, dtype=np.float64)
     if coord_sys != "wgs84":
         lon, lat = convert(lon, lat, coord_sys, "wgs84")
+    # Impossible coordinates answer like missing ones: no grid.
+    impossible = ~((np.abs(lon) <= 180) & (np.abs(lat) <= 90))
+    if impossible.any():
+        lon, lat = np.where(impossible, np.nan, lon), np.where(impossible, np.nan, lat)
     index = snapshot.index
     candidates = index.locate_with_candidates(lon, lat, accuracy_m)
     located = candidates.index

@@ -72,6 +72,15 @@ class RowErrors:
             frame,
         )
 
+    def check_text(self, frame: pd.DataFrame) -> None:
+        """Text cells must not hold NUL, which PostgreSQL text cannot store."""
+        for name in frame.columns:
+            column = frame[name]
+            if column.dtype != object or name == "geometry":
+                continue
+            has_nul = column.map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(bool)
+            self.add(has_nul, name, "contains a NUL character", frame)
+
     def check_geometry(self, frame: pd.DataFrame, column: str, types: tuple[str, ...]) -> None:
         geoms = frame[column].to_numpy()
         missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
