@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import geopandas as gpd
+import numpy as np
 import orjson
 import shapely
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -88,12 +89,24 @@ def etag(row: dict[str, Any]) -> str:
 
 
 def parse_geometry(geometry: dict[str, Any], coord_sys: str) -> shapely.Geometry:
+    """A GeoJSON geometry in `coord_sys` as a flat shapely geometry in WGS84."""
     try:
-        shape = shapely.from_geojson(orjson.dumps(geometry))
+        shape = shapely.force_2d(shapely.from_geojson(orjson.dumps(geometry)))
     except shapely.errors.GEOSException as exc:
         raise Problem(
             422, f"invalid geometry: {exc}", errors=[{"field": "geometry", "reason": str(exc)}]
         ) from None
+    coords = shapely.get_coordinates(shape)
+    if not (
+        np.isfinite(coords).all()
+        and (np.abs(coords[:, 0]) <= 180).all()
+        and (np.abs(coords[:, 1]) <= 90).all()
+    ):
+        raise Problem(
+            422,
+            "geometry coordinates must be lon in [-180, 180] and lat in [-90, 90]",
+            errors=[{"field": "geometry", "reason": "coordinates out of range"}],
+        )
     if coord_sys != "wgs84":
         shape = convert_geometry(shape, coord_sys, "wgs84", max_segment_m=50.0)
     return shape

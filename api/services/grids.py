@@ -168,7 +168,8 @@ def write_grids(
     placement_errors = check_grid_placement(conn, grids, replaced)
     if placement_errors:
         raise RowsRejected("grids", placement_errors)
-    moment = valid_from or conn.execute(text("SELECT now()")).scalar_one()
+    # The clock, not now(): a writer that waited for the lock must stamp after the one before.
+    moment = valid_from or conn.execute(text("SELECT clock_timestamp()")).scalar_one()
     if replace_existing:
         conn.execute(
             text("UPDATE grid SET valid_to = :at WHERE code = ANY(:codes) AND valid_to IS NULL"),
@@ -215,7 +216,7 @@ def read_grids(
     where, params = [], {"limit": limit, "offset": offset}
     if not all_versions:
         where.append(CURRENT_AT)
-        params["at"] = at or conn.execute(text("SELECT now()")).scalar_one()
+        params["at"] = at or conn.execute(text("SELECT clock_timestamp()")).scalar_one()
     if code is not None:
         where.append("g.code = :code")
         params["code"] = code
@@ -232,7 +233,8 @@ def retire_grid(conn: Connection, code: str) -> dict[str, object] | None:
     row = (
         conn.execute(
             text(
-                "UPDATE grid SET valid_to = now() WHERE code = :code AND valid_to IS NULL "
+                "UPDATE grid SET valid_to = clock_timestamp() "
+                "WHERE code = :code AND valid_to IS NULL "
                 "RETURNING id, code, version"
             ),
             {"code": code},

@@ -224,3 +224,87 @@ def test_writes_need_an_admin(world):
     for role in ("viewer", "dispatcher"):
         assert client.post("/v1/grids", json=body, headers=headers[role]).status_code == 403
         assert client.delete("/v1/grids/433101002001002", headers=headers[role]).status_code == 403
+
+
+def test_racing_writers_never_store_overlaps_and_never_get_500(world):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, _, headers = world
+    spot = box(109.700, 28.275, 109.702, 28.277)  # inside the village, on top of no grid yet
+    client.delete("/v1/grids/433101002001001", headers=headers["admin"])
+    codes = [f"43310100200102{i}" for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(
+            pool.map(
+                lambda code: (
+                    client.post(
+                        "/v1/grids", json=feature(code, spot), headers=headers["admin"]
+                    ).status_code
+                ),
+                codes,
+            )
+        )
+    assert sorted(statuses) == [201, 422, 422, 422]
+    created = codes[statuses.index(201)]
+    etag = client.get(f"/v1/grids/{created}").headers["etag"]
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(
+            pool.map(
+                lambda n: (
+                    client.patch(
+                        f"/v1/grids/{created}",
+                        json={"properties": {"households": 300 + n}},
+                        headers=headers["admin"] | {"If-Match": etag},
+                    ).status_code
+                ),
+                range(4),
+            )
+        )
+    assert sorted(statuses) == [200, 412, 412, 412]
+
+
+@pytest.mark.parametrize(
+    ("body_change", "field"),
+    [
+        (
+            {
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[1e300, 0], [1e300, 1], [0, 1], [1e300, 0]]],
+                }
+            },
+            "geometry",
+        ),
+        ({"properties": {"name": "bad\u0000name"}}, "properties.name"),
+        ({"properties": {"households": 2**31}}, "properties.households"),
+    ],
+)
+def test_hostile_grid_input_is_a_422_naming_the_field(world, body_change, field):
+    client, _, headers = world
+    body = feature("433101002001030", box(109.703, 28.275, 109.704, 28.276))
+    for part, value in body_change.items():
+        body[part] = value if part == "geometry" else body[part] | value
+    response = client.post("/v1/grids", json=body, headers=headers["admin"])
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_a_3d_polygon_is_stored_flat(world):
+    client, _, headers = world
+    ring = [
+        [109.705, 28.275, 300],
+        [109.706, 28.275, 300],
+        [109.706, 28.276, 310],
+        [109.705, 28.276, 300],
+        [109.705, 28.275, 300],
+    ]
+    body = feature("433101002001031", box(0, 0, 1, 1))
+    body["geometry"] = {"type": "Polygon", "coordinates": [ring]}
+    response = client.post("/v1/grids", json=body, headers=headers["admin"])
+    assert response.status_code == 201, response.text
+    assert len(response.json()["geometry"]["coordinates"][0][0][0]) == 2  # a MultiPolygon
+
+
+def test_an_absurd_offset_is_a_400(world):
+    client, _, _ = world
+    assert client.get("/v1/grids", params={"offset": 10**20}).status_code == 400

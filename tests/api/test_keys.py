@@ -95,3 +95,13 @@ def test_revoke_over_http(client, headers):
     ).json()
     assert client.delete(f"/v1/keys/{created['id']}", headers=headers["admin"]).status_code == 204
     assert client.delete(f"/v1/keys/{created['id']}", headers=headers["admin"]).status_code == 404
+
+
+def test_a_key_that_expired_before_it_was_made_is_refused(client, headers):
+    response = client.post(
+        "/v1/keys",
+        headers=headers["admin"],
+        json={"name": "late", "role": "viewer", "expires_at": "2020-01-01T00:00:00Z"},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "expires_at"

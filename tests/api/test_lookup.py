@@ -414,3 +414,19 @@ def test_cli_lookup_of_a_point_an_address_and_a_csv_file(demo, small_demo_url, t
     assert [r["grid_code"] for r in rows[:-1]] == [code for code, _, _ in sample]
     assert rows[0]["call_id"] == "c0" and rows[0]["village_code"] == sample[0][1]
     assert rows[-1]["grid_code"] == ""
+
+
+def test_lookups_on_a_database_without_grids_answer_instead_of_failing(engine, settings):
+    with engine.begin() as conn:
+        key = create_api_key(conn, "dispatcher", "empty world")[1]
+    with TestClient(create_app(settings, engine)) as client:
+        auth = {"Authorization": f"Bearer {key}"}
+        batch = client.post("/v1/lookup/batch", json=[[109.7, 28.27]], headers=auth)
+        assert batch.status_code == 200
+        assert batch.json()["results"][0]["grid"] is None
+        single = client.get("/v1/lookup", params={"lon": 109.7, "lat": 28.27}, headers=auth)
+        assert single.status_code == 404
+        far = client.post(
+            "/v1/lookup/batch", params={"accuracy_m": 5000}, json=[[109.7, 28.27]], headers=auth
+        )
+        assert far.status_code == 400

@@ -507,3 +507,337 @@ def test_locate_is_chunk_independent(county, monkeypatch) -> None:
     whole = index.locate(x, y)
     monkeypatch.setattr(assign, "_CHUNK", 777)
     np.testing.assert_array_equal(index.locate(x, y), whole)
+
+
+# --- incremental updates ----------------------------------------------------------------
+
+TABLES = ("_state", "_bcells", "_cptr", "_cgrid", "_bfull", "_overflow", "_rptr", "_rbit")
+
+
+def snapshot(index: GridIndex) -> dict[str, np.ndarray]:
+    """Copies of everything an update could touch by mistake."""
+    arrays = {name: getattr(index, name).copy() for name in (*TABLES, "_edges", "_order")}
+    arrays["codes"] = index.codes.copy()
+    arrays["geoms"] = index._geoms.copy()
+    return arrays
+
+
+def assert_unchanged(index: GridIndex, before: dict[str, np.ndarray]) -> None:
+    after = snapshot(index)
+    for name, value in before.items():
+        if name == "geoms":
+            assert (after[name] == value).all()  # the same geometry objects
+        else:
+            np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+def assert_same_tables(got: GridIndex, want: GridIndex) -> None:
+    """Identical raster and edge tables (both on the same raster)."""
+    assert got._raster == want._raster
+    for name in TABLES:
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    np.testing.assert_array_equal(got._edges, want._edges)  # NaN pads compare equal
+
+
+def assert_same_answers(
+    got: GridIndex, want: GridIndex, x: np.ndarray, y: np.ndarray, n_metric: int = 300
+) -> None:
+    """Every answer equal: located grid, candidates, nearest, distances."""
+    np.testing.assert_array_equal(got.codes, want.codes)
+    loc = got.locate(x, y)
+    np.testing.assert_array_equal(loc, want.locate(x, y))
+    sub = np.linspace(0, x.size - 1, min(n_metric, x.size)).astype(int)
+    sx, sy = x[sub], y[sub]
+    acc = np.resize([0.0, 20.0, 150.0], sub.size)
+    a, b = got.locate_with_candidates(sx, sy, acc), want.locate_with_candidates(sx, sy, acc)
+    for field in ("index", "offsets", "grid", "distance_m"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    for u, v in zip(got.nearest(sx, sy, 2000.0), want.nearest(sx, sy, 2000.0), strict=True):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(
+        got.distance_to_boundary_m(sx, sy, loc[sub]), want.distance_to_boundary_m(sx, sy, loc[sub])
+    )
+
+
+def apply_edit(
+    codes: np.ndarray, geoms: np.ndarray, edit_codes: list[str], edit_geoms: list
+) -> tuple[np.ndarray, np.ndarray]:
+    """The documented result of ``updated``: replaced in place, removed ones dropped
+    (None or empty), added ones appended in the given order."""
+    grids = dict(zip(codes.tolist(), geoms.tolist(), strict=True))
+    new = {c: g for c, g in zip(edit_codes, edit_geoms, strict=True)}
+    out_codes = []
+    for c in codes.tolist():
+        g = new.get(c, grids[c])
+        if g is not None and not g.is_empty:
+            out_codes.append(c)
+            grids[c] = g
+    for c, g in new.items():
+        if c not in grids and g is not None and not g.is_empty:
+            out_codes.append(c)
+            grids[c] = g
+    return np.array(out_codes, dtype=str), np.array([grids[c] for c in out_codes], dtype=object)
+
+
+def points_around(
+    geoms: np.ndarray, changed: list, rng: np.random.Generator, n: int = 3000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform points over everything, dense points around the changed geometries,
+    and their (and their neighbours') vertices and edge points."""
+    x, y = uniform_points(geoms, n, rng)
+    parts = [x], [y]
+    live = np.array([g for g in changed if g is not None and not g.is_empty], dtype=object)
+    if live.size:
+        near = shapely.STRtree(geoms).query(shapely.buffer(live, 0.002))[1]
+        around = np.concatenate([live, geoms[np.unique(near)]])
+        ux, uy = uniform_points(live, n, rng, margin=0.003)
+        ex, ey = edge_points(around, rng)
+        parts[0].extend([ux, ex])
+        parts[1].extend([uy, ey])
+    return np.concatenate(parts[0]), np.concatenate(parts[1])
+
+
+def move_vertex(g: shapely.Geometry, x: float, y: float, nx: float, ny: float) -> shapely.Geometry:
+    """``g`` with every vertex exactly at (x, y) moved to (nx, ny)."""
+
+    def f(c: np.ndarray) -> np.ndarray:
+        c = c.copy()
+        c[(c[:, 0] == x) & (c[:, 1] == y)] = (nx, ny)
+        return c
+
+    return shapely.transform(g, f)
+
+
+def holding(geoms: np.ndarray, x: float, y: float) -> list[int]:
+    """The grids with a vertex exactly at (x, y)."""
+    xy, g = shapely.get_coordinates(geoms, return_index=True)
+    return np.unique(g[(xy[:, 0] == x) & (xy[:, 1] == y)]).tolist()
+
+
+def check_update(
+    index: GridIndex,
+    codes: np.ndarray,
+    geoms: np.ndarray,
+    edit_codes: list[str],
+    edit_geoms: list,
+    rng: np.random.Generator,
+) -> tuple[GridIndex, np.ndarray, np.ndarray]:
+    """Update, then compare with fresh builds (tables on the same raster, and every
+    answer); the original index must be unchanged. Returns the new state."""
+    before = snapshot(index)
+    want_codes, want_geoms = apply_edit(codes, geoms, edit_codes, edit_geoms)
+    ox, oy = uniform_points(np.r_[geoms, want_geoms], 2000, np.random.default_rng(0))
+    old_answer = index.locate(ox, oy)
+    got = index.updated(edit_codes, edit_geoms)
+    np.testing.assert_array_equal(got.codes, want_codes)
+    assert_same_tables(got, GridIndex._build(want_codes, want_geoms, index.cell_deg, got._raster))
+    fresh = GridIndex.build(want_codes, want_geoms, cell_deg=index.cell_deg)
+    changed = [geoms[codes == c][0] for c in edit_codes if c in codes] + list(edit_geoms)
+    x, y = points_around(want_geoms, changed, rng)
+    assert_same_answers(got, fresh, x, y)
+    np.testing.assert_array_equal(
+        got.locate(x, y), reference(want_codes, want_geoms, x, y)
+    )  # and shapely agrees
+    assert_unchanged(index, before)
+    np.testing.assert_array_equal(index.locate(ox, oy), old_answer)
+    return got, want_codes, want_geoms
+
+
+def in_square(geoms: np.ndarray, i: int, j: int) -> np.ndarray:
+    """Indices of the grids of square (i, j) of :func:`square_tiling`."""
+    d = 1.0 / 256
+    b = shapely.bounds(geoms)
+    x, y = 109.5 + i * d, 28.25 + j * d
+    return np.flatnonzero((b[:, 0] >= x) & (b[:, 2] <= x + d) & (b[:, 1] >= y) & (b[:, 3] <= y + d))
+
+
+def test_update_moves_a_shared_edge_exactly() -> None:
+    codes, geoms = square_tiling()
+    index = GridIndex.build(codes, geoms)
+    d = 1.0 / 256
+    rng = np.random.default_rng(20)
+    # square (1, 0) and the two triangles of square (2, 0) east of it: their shared
+    # edge x = x1 moves east by d / 4 (every coordinate stays a binary fraction)
+    (a,) = in_square(geoms, 1, 0)
+    tri = in_square(geoms, 2, 0)
+    assert len(tri) == 2
+    x, y, x1 = 109.5 + d, 28.25, 109.5 + 2 * d
+    e = x1 + d / 4
+    new_a = shapely.box(x, y, e, y + d)
+    new_tri = [shapely.difference(geoms[t], new_a) for t in tri]
+    edit = [codes[a], *codes[tri].tolist()]
+    got, new_codes, new_geoms = check_update(index, codes, geoms, edit, [new_a, *new_tri], rng)
+    ys = y + np.arange(0, 33) / 32 * d
+    for ex in (x1, e):  # the old and the new edge, vertices included
+        px = np.full(ys.size, ex)
+        np.testing.assert_array_equal(got.locate(px, ys), reference(new_codes, new_geoms, px, ys))
+    assert got.codes[int(got.locate(x1 + d / 8, y + d / 2))] == codes[a]
+    # remove square (3, 2): its points are outside, nearest goes to a neighbour
+    (b,) = in_square(geoms, 3, 2)
+    cx, cy = 109.5 + 3.5 * d, 28.25 + 2.5 * d
+    got, new_codes, new_geoms = check_update(got, new_codes, new_geoms, [codes[b]], [None], rng)
+    assert int(got.locate(cx, cy)) == -1
+    assert 0 < float(got.nearest(cx, cy)[1]) < 300
+    # a new grid fills half of the hole, square (4, 1) goes (empty geometry)
+    half = shapely.box(cx - d / 2, cy - d / 2, cx, cy + d / 2)
+    (c,) = in_square(geoms, 4, 1)
+    edit = ["433101001000999", codes[c]]
+    got, *_ = check_update(got, new_codes, new_geoms, edit, [half, shapely.Polygon()], rng)
+    assert got.codes[int(got.locate(cx - d / 4, cy))] == "433101001000999"
+    assert int(got.locate(cx + d / 4, cy)) == -1
+
+
+def test_update_holes_overlaps_and_many_candidates() -> None:
+    codes, geoms = special_grids()
+    index = GridIndex.build(codes, geoms, cell_deg=0.002)
+    rng = np.random.default_rng(21)
+    island = codes[1]
+    # the hole empties, then gets a smaller grid; the overlap grows and shrinks
+    got, c2, g2 = check_update(index, codes, geoms, [island], [None], rng)
+    assert int(got.locate(109.71, 28.31)) == -1
+    small = shapely.box(109.708, 28.308, 109.712, 28.312)
+    grown = shapely.box(109.70, 28.33, 109.745, 28.365)
+    got, c2, g2 = check_update(got, c2, g2, ["433101001001000", codes[4]], [small, grown], rng)
+    assert got.codes[int(got.locate(109.71, 28.31))] == "433101001001000"
+    # a multipolygon grid gets a detached part far away (inside the raster)
+    multi = shapely.MultiPolygon([*geoms[2].geoms, shapely.box(109.70, 28.36, 109.705, 28.368)])
+    check_update(got, c2, g2, [codes[2]], [multi], rng)
+
+    # 81 grids in one cell: the update keeps the overflowing cell exact
+    d = 0.0001
+    sq = np.array(
+        [shapely.box(109.7 + i * d, 28.3 + j * d, 109.7 + (i + 1) * d, 28.3 + (j + 1) * d)
+         for i in range(9) for j in range(9)],
+        dtype=object,
+    )  # fmt: skip
+    sq_codes = np.array([f"433101001001{k:03d}" for k in range(len(sq))])[::-1].copy()
+    index = GridIndex.build(sq_codes, sq, cell_deg=0.01)
+    moved = shapely.box(109.7 + 4 * d, 28.3 + 4 * d, 109.7 + 5.5 * d, 28.3 + 5.5 * d)
+    got, *_ = check_update(index, sq_codes, sq, [sq_codes[40]], [moved], rng)
+    assert got._overflow.any()
+
+
+def test_update_beyond_the_raster_falls_back_to_a_build(county) -> None:
+    codes, geoms = county
+    index = GridIndex.build(codes, geoms, cell_deg=0.001)
+    ras = index._raster
+    rng = np.random.default_rng(22)
+    # just inside the usable raster: updated in place
+    x1 = ras.x0 + (ras.ncols - 1.6) * ras.cell
+    y1 = ras.y0 + (ras.nrows - 1.6) * ras.cell
+    corner = shapely.box(x1 - 0.003, y1 - 0.003, x1, y1)
+    got, c2, g2 = check_update(index, codes, geoms, ["433101999000001"], [corner], rng)
+    assert got._raster == ras
+    # a grid grows past the raster's border, another appears far away: full builds
+    grown = shapely.affinity.scale(corner, 2.0, 2.0, origin=(x1 - 0.003, y1 - 0.003))
+    got, c2, g2 = check_update(got, c2, g2, ["433101999000001"], [grown], rng)
+    assert got._raster != ras and got.cell_deg == index.cell_deg
+    far = shapely.box(109.2, 27.65, 109.21, 27.66)
+    got, c2, g2 = check_update(got, c2, g2, ["433101999000002"], [far], rng)
+    assert got.locate(109.205, 27.655) == len(got) - 1
+    # and from an empty index
+    empty = GridIndex.build([], np.array([], dtype=object))
+    got, *_ = check_update(empty, np.array([], dtype=str), np.array([], dtype=object),
+                           ["433101999000003"], [far], rng)  # fmt: skip
+    assert got.locate(109.205, 27.655) == 0
+
+
+def test_update_carries_the_metric_copies(county) -> None:
+    codes, geoms = county
+    index = GridIndex.build(codes, geoms)
+    cold = index.updated([codes[0]], [shapely.affinity.scale(geoms[0], 0.8, 0.8)])
+    assert cold._metric is None  # built on first use, as for a build
+    index.nearest([109.5], [28.0])  # warm: STRtrees and EPSG:4546 copies made
+    rng = np.random.default_rng(23)
+    edit = [codes[0], codes[1], "433101999000004"]
+    shrunk = shapely.affinity.scale(geoms[0], 0.8, 0.8)
+    polys = [shrunk, None, shapely.box(109.5, 28.0, 109.51, 28.01)]
+    got, *_ = check_update(index, codes, geoms, edit, polys, rng)
+    assert got._metric_tree is not None and got._lonlat_tree is not None
+    assert_same_answers(cold, GridIndex.build(*apply_edit(codes, geoms, edit[:1], polys[:1])),
+                        *uniform_points(geoms, 500, rng))  # fmt: skip
+
+
+def test_update_rejects_bad_input_and_ignores_unknown_removals(county) -> None:
+    codes, geoms = county
+    index = GridIndex.build(codes, geoms)
+    box = shapely.box(109.5, 28.0, 109.51, 28.01)
+    bowtie = shapely.Polygon([(109.5, 28.0), (109.51, 28.01), (109.51, 28.0), (109.5, 28.01)])
+    with pytest.raises(ValueError, match="2 codes for 1 polygons"):
+        index.updated(["a", "b"], [box])
+    with pytest.raises(ValueError, match="given more than once: 433101999000005"):
+        index.updated(["433101999000005", "433101999000005"], [box, None])
+    with pytest.raises(ValueError, match="not a polygon: 433101999000005"):
+        index.updated(["433101999000005"], [shapely.Point(109.5, 28.0)])
+    with pytest.raises(ValueError, match="invalid geometry: 433101999000005"):
+        index.updated(["433101999000005"], [bowtie])
+    twice = GridIndex.build([codes[0], codes[0]], [geoms[0], geoms[0]])
+    with pytest.raises(ValueError, match="held by several grids"):
+        twice.updated([codes[0]], [box])
+    same = index.updated(["433101999000006"], [None])  # not held: nothing to remove
+    x, y = uniform_points(geoms, 5000, np.random.default_rng(24))
+    np.testing.assert_array_equal(same.locate(x, y), index.locate(x, y))
+    assert_same_tables(same, index)
+
+
+_BASE: dict[tuple[float, bool], GridIndex] = {}
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data(), cell_deg=st.sampled_from([0.0005, 0.001, 0.003]))
+def test_hypothesis_updates_equal_a_fresh_build(county, data, cell_deg: float) -> None:
+    codes, geoms = county
+    warm = data.draw(st.booleans(), label="warm")
+    index = _BASE.get((cell_deg, warm))  # updates leave it unchanged: share it
+    if index is None:
+        index = _BASE[cell_deg, warm] = GridIndex.build(codes, geoms, cell_deg=cell_deg)
+        if warm:  # EPSG:4546 copies and STRtrees made: updates carry them over
+            index.nearest([109.5], [28.0])
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    fresh_code = iter(f"4331019990{k:05d}" for k in range(100))
+    removed: list[str] = []
+    for _step in range(data.draw(st.integers(1, 2), label="steps")):
+        edit: dict[str, shapely.Geometry | None] = {}
+        for _op in range(data.draw(st.integers(1, 4), label="ops")):
+            op = data.draw(st.sampled_from(["move", "scale", "remove", "add", "multi", "readd"]))
+            g = data.draw(st.integers(0, len(codes) - 1), label="grid")
+            code, geom = codes[g], geoms[g]
+            if op == "move":  # a shared vertex moves in every grid holding it
+                coords = shapely.get_coordinates(geom)
+                k = data.draw(st.integers(0, len(coords) - 2), label="vertex")
+                (vx, vy), near = coords[k], coords[k + 1]
+                step = np.hypot(*(near - coords[k])) * 0.4
+                dx, dy = data.draw(st.tuples(st.floats(-1, 1), st.floats(-1, 1)), label="offset")
+                holders = [h for h in holding(geoms, vx, vy) if codes[h] not in edit]
+                moved = [move_vertex(geoms[h], vx, vy, vx + dx * step, vy + dy * step)
+                         for h in holders]  # fmt: skip
+                if all(shapely.is_valid(moved)):
+                    edit.update(zip(codes[holders].tolist(), moved, strict=True))
+            elif op == "scale":
+                f = data.draw(st.sampled_from([0.6, 0.95, 1.1]), label="factor")
+                edit[code] = shapely.affinity.scale(geom, f, f)
+            elif op == "remove":
+                edit[code] = data.draw(st.sampled_from([None, shapely.Polygon()]), label="empty")
+                removed.append(code)
+            elif op == "add":  # overlapping, in a removed grid's place, or outside
+                c = shapely.point_on_surface(geom)
+                s = data.draw(st.sampled_from([0.0005, 0.004, 0.02]), label="size")
+                edit[next(fresh_code)] = shapely.box(c.x, c.y, c.x + s, c.y + s)
+            elif op == "multi":
+                other = shapely.point_on_surface(geoms[(g + 7) % len(codes)])
+                islet = shapely.box(other.x, other.y, other.x + 0.001, other.y + 0.001)
+                parts = shapely.get_parts(shapely.difference(geom, islet.buffer(0.0005)))
+                if parts.size and not shapely.intersects(geom, islet):
+                    edit[code] = shapely.MultiPolygon([*parts, islet])
+            elif removed:
+                c = removed.pop()
+                edit[c] = shapely.affinity.scale(geoms[codes == c][0], 0.9, 0.9) if c in codes \
+                    else shapely.box(109.5, 28.0, 109.505, 28.005)  # fmt: skip
+        if edit:
+            index, codes, geoms = check_update(
+                index, codes, geoms, list(edit), list(edit.values()), rng
+            )
