@@ -49,6 +49,17 @@ bound certifies a sign, GEOS' own filter or its double-double fallback finds the
 same sign, so the result equals shapely's exactly, including points on shared
 edges, vertices and cell borders.
 
+Updates
+-------
+:meth:`GridIndex.updated` makes a new index for a few replaced, added or removed
+grids without a full build (the old index stays valid for concurrent readers). A
+cell's classification depends only on the parts whose bounding box meets it, and
+every quantity is computed in global raster coordinates, so the cells near the
+changed grids (their old and new parts' bounding boxes, plus one cell) are
+reclassified exactly as a build would, by the same code run on a window of the
+raster with only the grids near it; every other cell and its edge list is copied,
+grid numbers renumbered. The result's tables equal a build's on the same raster.
+
 Distances
 ---------
 All distances (``distance_to_boundary_m``, ``nearest``, candidates within
@@ -202,6 +213,387 @@ def _ray_test(
     return cross, on, unsure
 
 
+@dataclass(frozen=True)
+class _Raster:
+    """The lon/lat raster: cell (row r, column c), numbered ``r * ncols + c``, is
+    ``[x0 + c * cell, x0 + (c + 1) * cell] x [y0 + r * cell, y0 + (r + 1) * cell]``
+    (degrees, WGS 84). Its outermost rows and columns are touched by no grid."""
+
+    x0: float
+    y0: float
+    cell: float
+    ncols: int
+    nrows: int
+
+
+Window = tuple[int, int, int, int]
+"""Raster cells ``[r_lo, r_hi) x [c_lo, c_hi)`` (rows, columns)."""
+
+
+@dataclass(frozen=True)
+class _Edges:
+    """The directed ring edges of some grids' parts (degrees, WGS 84).
+
+    Parts are numbered ``0..nparts-1`` in grid rank order (a multipolygon's parts in
+    their own order), so ordering parts orders their grids by code.
+    """
+
+    x1: FloatArray
+    y1: FloatArray
+    x2: FloatArray
+    y2: FloatArray
+    part: IntArray
+    """Part of each edge."""
+    left: NDArray[np.bool_]
+    """True where the part's interior is on the edge's left."""
+    part_grid: IntArray
+    """Rank (in the whole index) of each part's grid."""
+
+    @property
+    def nparts(self) -> int:
+        return max(int(self.part_grid.size), 1)
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """The boundary cells of a window of the raster (see :func:`_classify`).
+
+    Boundary cell ``j`` has candidates ``cgrid[cptr[j]:cptr[j + 1]]`` (ranks, in
+    code order, one per touching part) and edge references
+    ``edges[rptr[j]:rptr[j + 1]]`` / ``rbit[...]``.
+    """
+
+    bcells: IntArray
+    """Global cell number of each boundary cell, ascending."""
+    cptr: IntArray
+    cgrid: IntArray
+    bfull: NDArray[np.int32]
+    """Rank of the grid covering the cell wholly, n if none."""
+    overflow: NDArray[np.bool_]
+    """More candidates than mask bits: shapely decides."""
+    rptr: IntArray
+    edges: FloatArray
+    """Columns x1, y1, x2, y2, sign (+1 ray towards +x, -1 towards -x, mirrored)."""
+    rbit: NDArray[np.uint64]
+    """Candidate bit of each edge reference."""
+
+    @classmethod
+    def empty(cls) -> _Cells:
+        zero = np.zeros(1, dtype=np.int64)
+        return cls(
+            np.zeros(0, dtype=np.int64), zero, np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int32), np.zeros(0, dtype=bool), zero,
+            np.zeros((0, 5)), np.zeros(0, dtype=np.uint64),
+        )  # fmt: skip
+
+
+def _span(
+    lo: FloatArray, hi: FloatArray, origin: float, size: float, first: int, stop: int
+) -> tuple[IntArray, IntArray]:
+    """Cells ``floor((lo - origin) / size)`` .. ``floor((hi - origin) / size)`` that lie
+    in ``[first, stop)``: (first cell, count); count 0 where the range misses."""
+    a = np.clip(np.floor((lo - origin) / size), first, stop).astype(np.int64)
+    b = np.clip(np.floor((hi - origin) / size), first - 1, stop - 1).astype(np.int64)
+    return a, np.maximum(b - a + 1, 0)
+
+
+def _floor_index(v: FloatArray, origin: float, size: float, n: int) -> IntArray:
+    """``floor((v - origin) / size)`` clipped to ``[0, n - 1]``."""
+    idx = np.floor((v - origin) / size)
+    return np.clip(idx, 0, n - 1).astype(np.int64)
+
+
+def _grid_edges(geoms: NDArray[np.object_], ranks: IntArray) -> _Edges:
+    """The ring edges of ``geoms`` (in rank order), whose ranks are ``ranks``."""
+    parts, part_of = shapely.get_parts(geoms, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    # get_rings lists each part's shell first, then its holes. The interior is
+    # on the left of a ring's edges for a CCW shell or a CW hole.
+    shell = np.r_[True, ring_part[1:] != ring_part[:-1]] if rings.size else np.zeros(0, bool)
+    ring_left = shapely.is_ccw(rings) == shell
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    same = coord_ring[1:] == coord_ring[:-1]  # consecutive vertices of one ring
+    edge_ring = coord_ring[:-1][same]
+    return _Edges(
+        x1=coords[:-1, 0][same],
+        y1=coords[:-1, 1][same],
+        x2=coords[1:, 0][same],
+        y2=coords[1:, 1][same],
+        part=ring_part[edge_ring].astype(np.int64),
+        left=ring_left[edge_ring],
+        part_grid=np.asarray(ranks, dtype=np.int64)[part_of],
+    )
+
+
+def _choose_raster(e: _Edges, cell: float) -> _Raster:
+    """The raster over the edges' bounding box plus two empty cells of margin.
+
+    The outermost rows and columns are touched by nothing (the widening is far
+    below a cell), so points clamped into them (outside, NaN, inf) are uncovered.
+    ``cell`` grows if the box would need more than :data:`MAX_CELLS` cells.
+    """
+    if e.x1.size:
+        xmin, xmax = float(min(e.x1.min(), e.x2.min())), float(max(e.x1.max(), e.x2.max()))
+        ymin, ymax = float(min(e.y1.min(), e.y2.min())), float(max(e.y1.max(), e.y2.max()))
+    else:
+        xmin = xmax = ymin = ymax = 0.0
+
+    # a stray far-away polygon must not blow the raster up: coarser cells keep
+    # the answers exact, only slower
+    def n_cells(c: float) -> float:  # an upper bound of the raster's size
+        return ((xmax - xmin) / c + 6) * ((ymax - ymin) / c + 6)
+
+    if n_cells(cell) > MAX_CELLS:
+        cell = max(cell, math.sqrt((xmax - xmin) * (ymax - ymin) / MAX_CELLS))
+        while n_cells(cell) > MAX_CELLS:
+            cell *= 1.02
+    x0 = math.floor(xmin / cell) * cell - 2 * cell
+    y0 = math.floor(ymin / cell) * cell - 2 * cell
+    ncols = math.floor((xmax - x0) / cell) + 4
+    nrows = math.floor((ymax - y0) / cell) + 4
+    return _Raster(x0, y0, cell, ncols, nrows)
+
+
+def _classify(
+    ras: _Raster, win: Window, e: _Edges, order_none: IntArray
+) -> tuple[NDArray[np.int32], _Cells]:
+    """Classify the cells of window ``win`` of the raster for the grids of ``e``.
+
+    ``order_none``: rank -> build index, rank n ("none") -> -1. Returns
+    ``(state, cells)``: ``state`` (row-major over the window, int32) holds a uniform
+    cell's answer (build index or -1) and ``-2 - j`` for the window's boundary cell
+    ``j``; ``cells`` are the window's boundary cells with their candidates and edge
+    lists.
+
+    Everything is computed in global raster coordinates (the same floating-point
+    operations on the same numbers as for the whole raster), and a cell's result
+    depends only on the parts whose bounding box meets it: so with ``e`` holding at
+    least every such part, a window's result is exactly the whole raster's there.
+    """
+    eps = CELL_MARGIN_DEG
+    x0, y0, cell, ncols = ras.x0, ras.y0, ras.cell, ras.ncols
+    r_lo, r_hi, c_lo, c_hi = win
+    wc = c_hi - c_lo
+    n = order_none.size - 1
+    part_grid = e.part_grid
+    nparts = e.nparts
+
+    # --- edges x rows: each edge in each row band (widened by eps) it meets -------
+    r0, nr = _span(np.minimum(e.y1, e.y2) - eps, np.maximum(e.y1, e.y2) + eps, y0, cell, r_lo, r_hi)
+    er_edge = np.repeat(np.arange(e.x1.size, dtype=np.int64), nr)
+    er_row = _expand(r0, nr)  # global rows
+    del r0, nr
+    ex1, ey1, ex2, ey2 = e.x1[er_edge], e.y1[er_edge], e.x2[er_edge], e.y2[er_edge]
+    er_part = e.part[er_edge]
+    er_left = e.left[er_edge]
+    del er_edge
+
+    # the edge's x extent inside the widened band, from where it is at the
+    # band's (clamped) bottom and top; rounding error << eps
+    emin_x = np.minimum(ex1, ex2)
+    emax_x = np.maximum(ex1, ex2)
+    dy_e = ey2 - ey1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(dy_e != 0, (ex2 - ex1) / dy_e, 0.0)
+    y_lo = np.maximum(np.minimum(ey1, ey2), y0 + er_row * cell - eps)
+    y_hi = np.minimum(np.maximum(ey1, ey2), y0 + (er_row + 1) * cell + eps)
+    xa = ex1 + (y_lo - ey1) * slope
+    xb = ex1 + (y_hi - ey1) * slope
+    del y_lo, y_hi, slope, dy_e
+    # a horizontal edge (slope 0 above) spans its whole x range in its band
+    flat = ey1 == ey2
+    seg_lo = np.where(flat, emin_x, np.clip(np.minimum(xa, xb), emin_x, emax_x))
+    seg_hi = np.where(flat, emax_x, np.clip(np.maximum(xa, xb), emin_x, emax_x))
+    del xa, xb, flat
+    c0, ncs = _span(seg_lo - eps, seg_hi + eps, x0, cell, c_lo, c_hi)
+    del seg_lo, seg_hi
+
+    # --- touched (cell, part): the part's boundary meets the widened cell --------
+    # (cells numbered row-major within the window)
+    t_key = np.repeat((er_row - r_lo) * wc - c_lo, ncs) + _expand(c0, ncs)
+    t_key *= nparts
+    t_key += np.repeat(er_part, ncs)
+    t_key.sort()
+    t_key = t_key[np.r_[True, t_key[1:] != t_key[:-1]]] if t_key.size else t_key
+    t_cell = t_key // nparts
+    t_part = t_key - t_cell * nparts
+    del t_key, c0, ncs
+
+    # --- whole cells: which parts cover the widened cell entirely? ---------------
+    full = _whole_cells(ras, win, ex1, ey1, ex2, ey2, er_row, er_part, er_left, t_cell, t_part,
+                        part_grid, n)  # fmt: skip
+    del er_left
+
+    # --- boundary cells: touching parts of a smaller code than a covering one ----
+    t_grid = part_grid[t_part]
+    keep = t_grid < full[t_cell]
+    t_cell, t_part, t_grid = t_cell[keep], t_part[keep], t_grid[keep]
+    del keep
+    first = np.flatnonzero(np.r_[True, t_cell[1:] != t_cell[:-1]]) if t_cell.size else t_cell
+    bloc = t_cell[first]  # window-local cell numbers
+    nb = bloc.size
+    cptr = np.append(first, t_cell.size).astype(np.int64)
+    bfull = full[bloc]
+    # the answers now, so that the ranks are freed before the edge lists' peak
+    state = order_none.astype(np.int32)[full]
+    del full
+    state[bloc] = -2 - np.arange(nb, dtype=np.int32)
+    ncand = np.diff(cptr)
+    cand_cell = np.repeat(np.arange(nb, dtype=np.int64), ncand)
+    # slot of a candidate in its cell's bit mask: candidates are in part order,
+    # hence code order, so the lowest covering bit is the smallest code
+    slot = np.arange(t_cell.size, dtype=np.int64) - cptr[cand_cell]
+    # cells with more candidates than mask bits are left to shapely
+    overflow = ncand > _MAX_SLOTS
+
+    # --- edge lists. A candidate in column c needs its part's edges in its row
+    # that may cross a ray from a point of the cell: towards +x those with max x
+    # >= the cell's left side, towards -x those with min x <= its right side.
+    # Each candidate takes the shorter list. Leftward rays are stored mirrored
+    # (x -> -x, exact), so one rightward ray test serves both. Every edge of a
+    # part in a window row is in er_* (rows are clipped to the window, columns
+    # are not), so windowed lists are the whole raster's lists.
+    # Group the (edge, row) entries by (part, row) with a dense group number.
+    p_rmin = np.full(nparts, r_hi, dtype=np.int64)
+    np.minimum.at(p_rmin, er_part, er_row)
+    p_rmax = np.full(nparts, -1, dtype=np.int64)
+    np.maximum.at(p_rmax, er_part, er_row)
+    p_span = np.maximum(p_rmax - p_rmin + 1, 0)
+    p_off = np.cumsum(p_span) - p_span
+    gid = p_off[er_part] + er_row - p_rmin[er_part]
+    g_order = np.argsort(gid, kind="stable")  # already grouped by part: cheap
+    g_count = np.bincount(gid, minlength=int(p_span.sum()))
+    g_start = np.cumsum(g_count) - g_count
+    del gid, er_part
+    c_row = t_cell // wc + r_lo  # global row and column
+    c_col = t_cell % wc + c_lo
+    c_gid = p_off[t_part] + c_row - p_rmin[t_part]
+    c_len = np.where(overflow[cand_cell], 0, g_count[c_gid])
+    pair_er = g_order[_expand(g_start[c_gid], c_len)]
+    pair_c = np.repeat(np.arange(t_cell.size, dtype=np.int64), c_len)
+    del c_row, c_gid, t_part, t_cell, g_order, g_start, g_count
+    right_ok = emax_x[pair_er] >= (x0 - eps + c_col * cell)[pair_c]
+    left_ok = emin_x[pair_er] <= (x0 + eps + (c_col + 1) * cell)[pair_c]
+    go_left = _segment_sums(left_ok, c_len) < _segment_sums(right_ok, c_len)
+    use = np.where(go_left[pair_c], left_ok, right_ok)
+    ref_er = pair_er[use]
+    ref_c = pair_c[use]
+    del pair_er, pair_c, right_ok, left_ok, use, c_col
+    # per boundary cell: its candidates' edges, at least one (an inert NaN edge
+    # pads cells without any, e.g. overflowing ones)
+    ref_cell = cand_cell[ref_c]
+    cell_cnt = np.bincount(ref_cell, minlength=nb)
+    rptr = np.zeros(nb + 1, dtype=np.int64)
+    np.cumsum(np.maximum(cell_cnt, 1), out=rptr[1:])
+    dest = rptr[ref_cell] + (
+        np.arange(ref_c.size, dtype=np.int64) - np.repeat(np.cumsum(cell_cnt) - cell_cnt, cell_cnt)
+    )
+    sign = np.where(go_left[ref_c], -1.0, 1.0)
+    # columns x1, y1, x2, y2, sign: +1 ray towards +x, -1 towards -x (the query
+    # multiplies the point's x by it)
+    cols = np.empty((ref_c.size, 5))
+    np.multiply(ex1[ref_er], sign, out=cols[:, 0])
+    cols[:, 1] = ey1[ref_er]
+    np.multiply(ex2[ref_er], sign, out=cols[:, 2])
+    cols[:, 3] = ey2[ref_er]
+    cols[:, 4] = sign
+    bits = np.left_shift(np.uint64(1), slot[ref_c].astype(np.uint64))
+    if rptr[-1] == ref_c.size:  # no padding needed: dest is 0..n-1
+        edges = cols
+    else:
+        edges = np.full((int(rptr[-1]), 5), np.nan)
+        edges[dest] = cols
+        bits, b = np.zeros(edges.shape[0], dtype=np.uint64), bits
+        bits[dest] = b
+    bcells = (bloc // wc + r_lo) * ncols + (bloc % wc + c_lo)
+    return state, _Cells(bcells, cptr, t_grid, bfull, overflow, rptr, edges, bits)
+
+
+def _whole_cells(
+    ras: _Raster,
+    win: Window,
+    ex1: FloatArray,
+    ey1: FloatArray,
+    ex2: FloatArray,
+    ey2: FloatArray,
+    er_row: IntArray,
+    er_part: IntArray,
+    er_left: NDArray[np.bool_],
+    t_cell: IntArray,
+    t_part: IntArray,
+    part_grid: IntArray,
+    n: int,
+) -> NDArray[np.int32]:
+    """Per window cell: the smallest rank of a grid covering the widened cell, or n.
+
+    A part covers a cell wholly iff its boundary does not touch the widened cell
+    and the cell's centre is inside it. Centres are classified along each row's
+    centre line by signed crossings (+1 entering the part, -1 leaving, eastward),
+    accumulated into winding counts: ``count`` (parts containing the centre) and
+    ``gsum`` (sum of their grid ranks), one cumulative sum per row. Where a
+    count is >= 2 (overlapping grids) the rows are redone part by part.
+
+    ``er_*``: every (edge, global row) of the window's rows, whatever its columns;
+    ``t_cell``/``t_part``: touched (window cell, part) pairs, sorted.
+    """
+    x0, y0, cell = ras.x0, ras.y0, ras.cell
+    r_lo, r_hi, c_lo, c_hi = win
+    wr, wc = r_hi - r_lo, c_hi - c_lo
+    yc = y0 + (er_row + 0.5) * cell
+    # same half-open rule as the ray test: each ring crossing counted once
+    crossing = np.flatnonzero((ey1 > yc) != (ey2 > yc))
+    ax, ay, bx, by = ex1[crossing], ey1[crossing], ex2[crossing], ey2[crossing]
+    yc = yc[crossing]
+    # interior on the left: a southward edge is entered going east
+    down = by < ay
+    enter = down == er_left[crossing]
+    # interpolate from the lower end, so that both grids sharing an edge (which
+    # run it in opposite directions) get bit-identical crossings
+    lx = np.where(down, bx, ax)
+    ly = np.where(down, by, ay)
+    xc = lx + (yc - ly) * ((np.where(down, ax, bx) - lx) / (np.where(down, ay, by) - ly))
+    del ax, ay, bx, by, lx, ly, yc, down
+    c_row = er_row[crossing] - r_lo
+    c_part = er_part[crossing]
+    # +-1 at the first column whose centre lies east of the crossing. Crossings
+    # west of the window count for all its cells (column c_lo); those east of
+    # every centre go to a sentinel column past the window's end, dropped below.
+    # Rings are closed, so a part lying wholly west or east adds nothing.
+    ws = wc + 1
+    col = np.clip(np.floor((xc - x0) / cell - 0.5) + 1, c_lo, c_hi).astype(np.int64) - c_lo
+    pos = c_row * ws + col
+    sgn = np.where(enter, 1, -1).astype(np.int32)
+    count = np.zeros(wr * ws, dtype=np.int32)
+    np.add.at(count, pos, sgn)
+    count2 = count.reshape(wr, ws)
+    np.cumsum(count2, axis=1, out=count2)
+    # int32 sums may wrap where many grids overlap; they are exact (mod 2**32)
+    # where count is 1, the only place they are used
+    gsum = np.zeros(wr * ws, dtype=np.int32)
+    np.add.at(gsum, pos, sgn * part_grid[c_part].astype(np.int32))
+    gsum2 = gsum.reshape(wr, ws)
+    np.cumsum(gsum2, axis=1, out=gsum2)
+    del pos, sgn
+    count2 = count2[:, :wc]
+    # Untouched cells: the winding count is exact. Touched cells: a touching
+    # part's own count may go either way, but a touching part never covers the
+    # cell wholly, and a valid (multi)polygon cannot both touch the cell and
+    # cover it with another part. So with count 1, the covering grid covers
+    # the cell wholly unless one of the cell's touching parts belongs to it.
+    full = np.where(count2 == 1, gsum2[:, :wc], np.int32(n)).ravel()
+    del gsum, gsum2
+    full[t_cell[part_grid[t_part] == full[t_cell]]] = n
+    many = np.flatnonzero(count2 >= 2)
+    if many.size:
+        rows = np.unique(many // wc)
+        sel = np.isin(c_row, rows)
+        full.reshape(wr, wc)[rows] = _whole_cells_exact(
+            xc[sel], c_part[sel], rows, np.searchsorted(rows, c_row[sel]),
+            part_grid, t_cell, t_part, x0, cell, c_lo, c_hi, n,
+        )  # fmt: skip
+    return full
+
+
 def _whole_cells_exact(
     xc: FloatArray,
     part: IntArray,
@@ -212,41 +604,115 @@ def _whole_cells_exact(
     t_part: IntArray,
     x0: float,
     cell: float,
-    ncols: int,
+    c_lo: int,
+    c_hi: int,
     none: int,
 ) -> NDArray[np.int64]:
     """Smallest rank of a part covering each cell of ``rows`` wholly, part by part.
 
+    ``rows``: window rows; columns are the window's ``[c_lo, c_hi)``.
     ``xc``/``part``/``row_idx``: every centre-line crossing of those rows (x in
     degrees, part, position of the row in ``rows``). Sorted by part, row and x,
     consecutive crossings bound the part's inside spans; cells whose centre is in a
-    span and that the part does not touch (``t_cell``/``t_part``, sorted) are
-    wholly inside. Returns shape ``(rows.size, ncols)``, ``none`` where no part does.
+    span and that the part does not touch (``t_cell``/``t_part``: window cells,
+    sorted) are wholly inside. Returns shape ``(rows.size, c_hi - c_lo)``,
+    ``none`` where no part does.
     """
     nparts = part_grid.size
+    wc = c_hi - c_lo
     srt = np.lexsort((xc, row_idx, part))
     xc, row_idx, part = xc[srt], row_idx[srt], part[srt]
     x_in, x_out = xc[0::2], xc[1::2]
     s_row, s_part = row_idx[0::2], part[0::2]
-    ca = np.maximum(np.ceil((x_in - x0) / cell - 0.5), 0).astype(np.int64)
-    cb = np.minimum(np.floor((x_out - x0) / cell - 0.5), ncols - 1).astype(np.int64)
+    ca = np.clip(np.ceil((x_in - x0) / cell - 0.5), c_lo, c_hi).astype(np.int64)
+    cb = np.clip(np.floor((x_out - x0) / cell - 0.5), c_lo - 1, c_hi - 1).astype(np.int64)
     n = np.maximum(cb - ca + 1, 0)
-    col = _expand(ca, n)
+    col = _expand(ca - c_lo, n)
     f_row = np.repeat(s_row, n)
     f_part = np.repeat(s_part, n)
-    key = (rows[f_row] * ncols + col) * nparts + f_part
+    key = (rows[f_row] * wc + col) * nparts + f_part
     t_key = t_cell * nparts + t_part
     pos = np.minimum(np.searchsorted(t_key, key), max(t_key.size - 1, 0))
     free = t_key[pos] != key if t_key.size else np.ones(key.size, dtype=bool)
-    out = np.full(rows.size * ncols, none, dtype=np.int64)
-    np.minimum.at(out, (f_row * ncols + col)[free], part_grid[f_part[free]])
-    return out.reshape(rows.size, ncols)
+    out = np.full(rows.size * wc, none, dtype=np.int64)
+    np.minimum.at(out, (f_row * wc + col)[free], part_grid[f_part[free]])
+    return out.reshape(rows.size, wc)
 
 
-def _floor_index(v: FloatArray, origin: float, size: float, n: int) -> IntArray:
-    """``floor((v - origin) / size)`` clipped to ``[0, n - 1]`` (build time only)."""
-    idx = np.floor((v - origin) / size)
-    return np.clip(idx, 0, n - 1).astype(np.int64)
+def _concat_cells(parts: list[_Cells]) -> _Cells:
+    """The boundary cells of disjoint windows as one table, ascending by cell."""
+    if not parts:
+        return _Cells.empty()
+    if len(parts) == 1:
+        return parts[0]
+    srt = np.argsort(np.concatenate([p.bcells for p in parts]), kind="stable")
+
+    def ragged(vals: list[NDArray], ptrs: list[IntArray]) -> tuple[NDArray, IntArray]:
+        base = np.cumsum([0] + [v.shape[0] for v in vals[:-1]])
+        starts = np.concatenate([p[:-1] + b for p, b in zip(ptrs, base, strict=True)])[srt]
+        counts = np.concatenate([np.diff(p) for p in ptrs])[srt]
+        ptr = np.zeros(counts.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        return np.concatenate(vals)[_expand(starts, counts)], ptr
+
+    cgrid, cptr = ragged([p.cgrid for p in parts], [p.cptr for p in parts])
+    edges, rptr = ragged([p.edges for p in parts], [p.rptr for p in parts])
+    rbit, _ = ragged([p.rbit for p in parts], [p.rptr for p in parts])
+    return _Cells(
+        bcells=np.concatenate([p.bcells for p in parts])[srt],
+        cptr=cptr,
+        cgrid=cgrid,
+        bfull=np.concatenate([p.bfull for p in parts])[srt],
+        overflow=np.concatenate([p.overflow for p in parts])[srt],
+        rptr=rptr,
+        edges=edges,
+        rbit=rbit,
+    )
+
+
+def _update_windows(geoms: NDArray[np.object_], ras: _Raster) -> list[Window]:
+    """Disjoint windows holding every cell that ``geoms`` may touch or cover.
+
+    The build marks a cell touched or covered by a part only if the cell meets the
+    part's bounding box widened by :data:`CELL_MARGIN_DEG`; one more cell on each
+    side costs little and leaves any rounding out of the question. Overlapping
+    windows are merged into their bounding window until none overlap.
+    """
+    b = shapely.bounds(shapely.get_parts(geoms)).reshape(-1, 4)
+    b = b[np.isfinite(b).all(axis=1)]
+    eps, cell = CELL_MARGIN_DEG, ras.cell
+    c_lo = _floor_index(b[:, 0] - eps, ras.x0, cell, ras.ncols) - 1
+    c_hi = _floor_index(b[:, 2] + eps, ras.x0, cell, ras.ncols) + 2
+    r_lo = _floor_index(b[:, 1] - eps, ras.y0, cell, ras.nrows) - 1
+    r_hi = _floor_index(b[:, 3] + eps, ras.y0, cell, ras.nrows) + 2
+    pending = [
+        [max(r0, 0), min(r1, ras.nrows), max(c0, 0), min(c1, ras.ncols)]
+        for r0, r1, c0, c1 in zip(r_lo.tolist(), r_hi.tolist(), c_lo.tolist(), c_hi.tolist(),
+                                  strict=True)
+    ]  # fmt: skip
+    done: list[list[int]] = []  # pairwise disjoint
+    while pending:
+        w = pending.pop()
+        for i, o in enumerate(done):
+            if w[0] < o[1] and o[0] < w[1] and w[2] < o[3] and o[2] < w[3]:
+                del done[i]
+                pending.append([min(w[0], o[0]), max(w[1], o[1]), min(w[2], o[2]), max(w[3], o[3])])
+                break
+        else:
+            done.append(w)
+    return sorted((w[0], w[1], w[2], w[3]) for w in done if w[0] < w[1] and w[2] < w[3])
+
+
+def _check_grids(code_arr: NDArray[np.str_], geoms: NDArray[np.object_], check_valid: bool) -> None:
+    """Raise ``ValueError`` naming the codes of non-polygonal or invalid geometries."""
+    type_id = shapely.get_type_id(geoms)
+    bad = ~np.isin(type_id, (3, 6))  # Polygon, MultiPolygon
+    if bad.any():
+        raise ValueError(f"not a polygon: {_some(code_arr[bad])}")
+    if check_valid:
+        invalid = ~shapely.is_valid(geoms)
+        if invalid.any():
+            raise ValueError(f"invalid geometry: {_some(code_arr[invalid])}")
 
 
 class GridIndex:
@@ -255,15 +721,18 @@ class GridIndex:
     Build once with :meth:`build`; the index is immutable afterwards and safe to
     share between threads (the EPSG:4546 copies of the grids that the distance
     methods need are made on first use, under a lock). Grid numbers returned by
-    every method are indices into the ``codes`` given to :meth:`build` (``-1``:
-    none). To follow grid edits, build a new index and swap the reference.
+    every method are indices into :attr:`codes` (``-1``: none). To follow grid
+    edits, make a new index with :meth:`updated` (or :meth:`build`) and swap the
+    reference.
 
     On the full demo world (9,873 grids, 309,000 vertices) with the default cell:
-    build ~1.3 s, ~135 MiB held (~350 MiB peak while building), :meth:`locate`
-    ~9 million points/s on one core (scripts/bench/assign_core.py).
+    build ~1.3 s, ~140 MiB held (~350 MiB peak while building), :meth:`updated`
+    of 1-10 grids 0.06-0.12 s, :meth:`locate` ~9 million points/s on one core
+    (scripts/bench/assign_core.py).
     """
 
     # raster
+    _raster: _Raster
     _x0: float
     _y0: float
     _cell: float
@@ -308,16 +777,33 @@ class GridIndex:
             raise ValueError(f"{code_arr.shape[0]} codes for {geoms.shape[0]} polygons")
         if not (cell_deg > 0 and math.isfinite(cell_deg)):
             raise ValueError(f"cell_deg must be a positive number, got {cell_deg!r}")
-        type_id = shapely.get_type_id(geoms)
-        bad = ~np.isin(type_id, (3, 6))  # Polygon, MultiPolygon
-        if bad.any():
-            raise ValueError(f"not a polygon: {_some(code_arr[bad])}")
-        if check_valid:
-            invalid = ~shapely.is_valid(geoms)
-            if invalid.any():
-                raise ValueError(f"invalid geometry: {_some(code_arr[invalid])}")
+        _check_grids(code_arr, geoms, check_valid)
+        return cls._build(code_arr, geoms, float(cell_deg))
 
+    @classmethod
+    def _build(
+        cls,
+        code_arr: NDArray[np.str_],
+        geoms: NDArray[np.object_],
+        cell_deg: float,
+        raster: _Raster | None = None,
+    ) -> GridIndex:
+        """Build from checked input; ``raster`` (tests) imposes the raster instead of
+        fitting one to the grids (it must leave the outermost cells untouched)."""
         self = cls()
+        self._set_grids(code_arr, geoms)
+        self._requested_cell_deg = cell_deg
+        edges = _grid_edges(self._geoms, np.arange(self._n, dtype=np.int64))
+        ras = _choose_raster(edges, cell_deg) if raster is None else raster
+        self._set_raster(ras)
+        # Uniform cells hold the answer as a build index (>= 0) or -1; boundary
+        # cell j holds -2 - j.
+        self._state, cells = _classify(ras, (0, ras.nrows, 0, ras.ncols), edges, self._order_none)
+        del edges
+        self._set_cells(cells)
+        return self
+
+    def _set_grids(self, code_arr: NDArray[np.str_], geoms: NDArray[np.object_]) -> None:
         # Internal numbering: rank in code order, so "smallest code" is "lowest rank".
         order = np.argsort(code_arr, kind="stable")
         self._codes = code_arr
@@ -329,266 +815,286 @@ class GridIndex:
         self._rank_none = np.append(self._rank, -1)  # build index -1 -> rank -1
         self._geoms = geoms[order]
         self._n = int(geoms.shape[0])
-        self._cell_deg = float(cell_deg)
-        self._build_raster(float(cell_deg))
-        return self
 
-    def _build_raster(self, cell: float) -> None:
-        eps = CELL_MARGIN_DEG
-        parts, part_grid = shapely.get_parts(self._geoms, return_index=True)
-        rings, ring_part = shapely.get_rings(parts, return_index=True)
-        # get_rings lists each part's shell first, then its holes. The interior is
-        # on the left of a ring's edges for a CCW shell or a CW hole.
-        shell = np.r_[True, ring_part[1:] != ring_part[:-1]] if rings.size else np.zeros(0, bool)
-        ring_left = shapely.is_ccw(rings) == shell
-        coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
-        same = coord_ring[1:] == coord_ring[:-1]  # consecutive vertices of one ring
-        x1 = coords[:-1, 0][same]
-        y1 = coords[:-1, 1][same]
-        x2 = coords[1:, 0][same]
-        y2 = coords[1:, 1][same]
-        edge_ring = coord_ring[:-1][same]
-        edge_part = ring_part[edge_ring]
-        edge_left = ring_left[edge_ring]
-        del coords, coord_ring, same, edge_ring
-        nparts = max(int(parts.shape[0]), 1)
-        part_grid = part_grid.astype(np.int64)  # internal rank of each part's grid
-        self._part_grid = part_grid
+    def _set_raster(self, ras: _Raster) -> None:
+        self._raster = ras
+        self._x0, self._y0, self._cell = ras.x0, ras.y0, ras.cell
+        self._ncols, self._nrows = ras.ncols, ras.nrows
+        self._cell_deg = ras.cell
 
-        # Raster with two empty cells of margin around the data: the outermost rows
-        # and columns are touched by nothing (the widening is far below a cell), so
-        # points clamped into them (outside, NaN, inf) are uncovered.
-        if x1.size:
-            xmin, xmax = float(min(x1.min(), x2.min())), float(max(x1.max(), x2.max()))
-            ymin, ymax = float(min(y1.min(), y2.min())), float(max(y1.max(), y2.max()))
-        else:
-            xmin = xmax = ymin = ymax = 0.0
+    def _set_cells(self, cells: _Cells) -> None:
+        self._bcells = cells.bcells
+        self._cptr = cells.cptr
+        self._cgrid = cells.cgrid
+        self._bfull = cells.bfull
+        self._overflow = cells.overflow
+        self._rptr = cells.rptr
+        self._edges = cells.edges
+        self._rbit = cells.rbit
 
-        # a stray far-away polygon must not blow the raster up: coarser cells keep
-        # the answers exact, only slower
-        def n_cells(c: float) -> float:  # an upper bound of the raster's size
-            return ((xmax - xmin) / c + 6) * ((ymax - ymin) / c + 6)
+    # --- incremental update -------------------------------------------------------
 
-        if n_cells(cell) > MAX_CELLS:
-            cell = max(cell, math.sqrt((xmax - xmin) * (ymax - ymin) / MAX_CELLS))
-            while n_cells(cell) > MAX_CELLS:
-                cell *= 1.02
-            self._cell_deg = cell
-        x0 = math.floor(xmin / cell) * cell - 2 * cell
-        y0 = math.floor(ymin / cell) * cell - 2 * cell
-        ncols = math.floor((xmax - x0) / cell) + 4
-        nrows = math.floor((ymax - y0) / cell) + 4
-        self._x0, self._y0, self._cell = x0, y0, cell
-        self._ncols, self._nrows = ncols, nrows
+    def updated(
+        self, codes: Sequence[str], polygons: ArrayLike, *, check_valid: bool = True
+    ) -> GridIndex:
+        """A new index: this one's grids with the grids ``codes`` replaced, added or removed.
 
-        # --- edges x rows: each edge in each row band (widened by eps) it meets ----
-        lo_y = np.minimum(y1, y2)
-        hi_y = np.maximum(y1, y2)
-        r0 = _floor_index(lo_y - eps, y0, cell, nrows)
-        nr = _floor_index(hi_y + eps, y0, cell, nrows) - r0 + 1
-        er_edge = np.repeat(np.arange(x1.size, dtype=np.int64), nr)
-        er_row = _expand(r0, nr)
-        del r0, nr, lo_y, hi_y
-        ex1, ey1, ex2, ey2 = x1[er_edge], y1[er_edge], x2[er_edge], y2[er_edge]
-        er_part = edge_part[er_edge]
-        er_left = edge_left[er_edge]
-        del er_edge, x1, y1, x2, y2
+        ``polygons[i]`` (shapely Polygon/MultiPolygon, WGS 84 lon/lat) becomes the
+        geometry of ``codes[i]``: it replaces the grid with that code, or adds one if
+        this index has none. ``None`` or an empty geometry removes the grid with that
+        code (a code this index does not hold is then ignored). The result numbers
+        its grids (:attr:`codes`, the indices every method returns) as this index
+        does, removed grids dropped (later ones move down), then the added codes in
+        the given order. Every answer of the result is that of
+        ``GridIndex.build(result.codes, their polygons)``: located grid, smallest-code
+        tie-break, candidates, nearest grid and distances. This index is not
+        modified: readers may keep using it while (and after) the update runs.
 
-        # the edge's x extent inside the widened band, from where it is at the
-        # band's (clamped) bottom and top; rounding error << eps
-        emin_x = np.minimum(ex1, ex2)
-        emax_x = np.maximum(ex1, ex2)
-        dy_e = ey2 - ey1
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.where(dy_e != 0, (ex2 - ex1) / dy_e, 0.0)
-        y_lo = np.maximum(np.minimum(ey1, ey2), y0 + er_row * cell - eps)
-        y_hi = np.minimum(np.maximum(ey1, ey2), y0 + (er_row + 1) * cell + eps)
-        xa = ex1 + (y_lo - ey1) * slope
-        xb = ex1 + (y_hi - ey1) * slope
-        del y_lo, y_hi
-        # a horizontal edge (slope 0 above) spans its whole x range in its band
-        flat = dy_e == 0
-        seg_lo = np.where(flat, emin_x, np.clip(np.minimum(xa, xb), emin_x, emax_x))
-        seg_hi = np.where(flat, emax_x, np.clip(np.maximum(xa, xb), emin_x, emax_x))
-        del xa, xb, flat
-        c0 = _floor_index(seg_lo - eps, x0, cell, ncols)
-        ncs = _floor_index(seg_hi + eps, x0, cell, ncols) - c0 + 1
-        del seg_lo, seg_hi
+        Only the raster cells within the bounding boxes (plus one cell) of the
+        parts of each changed grid's old and new geometry are reclassified, from
+        the grids whose bounding box meets them; every other cell keeps its answer
+        and edge list, copied with grid numbers renumbered. The raster (extent and
+        cell size) is kept, so :meth:`stats` may differ from a fresh build's; the
+        answers never depend on it. A new geometry reaching within 1.5 cells of the
+        raster's border does not fit in it (the border cells must stay empty): the
+        result is then a full :meth:`build`, with the ``cell_deg`` this index was
+        built with. EPSG:4546 copies of the grids made by this index for the
+        distance methods are carried over, converting only the changed grids.
 
-        # --- touched (cell, part): the part's boundary meets the widened cell --------
-        t_key = np.repeat(er_row * ncols, ncs) + _expand(c0, ncs)
-        t_key *= nparts
-        t_key += np.repeat(er_part, ncs)
-        t_key.sort()
-        t_key = t_key[np.r_[True, t_key[1:] != t_key[:-1]]] if t_key.size else t_key
-        t_cell = t_key // nparts
-        t_part = t_key - t_cell * nparts
-        del t_key, c0, ncs
+        On the full demo world (~140 MiB of tables, copied: ~150 MiB peak) an update
+        of one grid takes ~60-80 ms, of ten grids ~110 ms, a build ~1.1-1.5 s
+        (scripts/bench/assign_core.py). A fallback build drops the EPSG:4546 copies
+        (made again on first use).
 
-        # --- whole cells: which parts cover the widened cell entirely? ---------------
-        full = self._whole_cells(ex1, ey1, ex2, ey2, er_row, er_part, er_left, t_cell, t_part)
-        del slope, er_left
-
-        # --- boundary cells: touching parts of a smaller code than a covering one ----
-        t_grid = part_grid[t_part]
-        keep = t_grid < full[t_cell]
-        t_cell, t_part, t_grid = t_cell[keep], t_part[keep], t_grid[keep]
-        del keep
-        first = np.flatnonzero(np.r_[True, t_cell[1:] != t_cell[:-1]]) if t_cell.size else t_cell
-        bcells = t_cell[first]
-        nb = bcells.size
-        # Uniform cells hold the answer as a build index (>= 0) or -1; boundary
-        # cell j holds -2 - j.
-        state = self._order_none[full].astype(np.int32)
-        state[bcells] = -2 - np.arange(nb, dtype=np.int32)
-        self._state = state
-        self._cptr = np.append(first, t_cell.size).astype(np.int64)
-        self._cgrid = t_grid
-        self._bfull = full[bcells]
-        del full, state
-        ncand = np.diff(self._cptr)
-        cand_cell = np.repeat(np.arange(nb, dtype=np.int64), ncand)
-        # slot of a candidate in its cell's bit mask: candidates are in part order,
-        # hence code order, so the lowest covering bit is the smallest code
-        slot = np.arange(t_cell.size, dtype=np.int64) - self._cptr[cand_cell]
-        # cells with more candidates than mask bits are left to shapely
-        self._overflow = ncand > _MAX_SLOTS
-
-        # --- edge lists. A candidate in column c needs its part's edges in its row
-        # that may cross a ray from a point of the cell: towards +x those with max x
-        # >= the cell's left side, towards -x those with min x <= its right side.
-        # Each candidate takes the shorter list. Leftward rays are stored mirrored
-        # (x -> -x, exact), so one rightward ray test serves both.
-        # Group the (edge, row) entries by (part, row) with a dense group number.
-        p_rmin = np.full(nparts, nrows, dtype=np.int64)
-        np.minimum.at(p_rmin, er_part, er_row)
-        p_rmax = np.full(nparts, -1, dtype=np.int64)
-        np.maximum.at(p_rmax, er_part, er_row)
-        p_span = np.maximum(p_rmax - p_rmin + 1, 0)
-        p_off = np.cumsum(p_span) - p_span
-        gid = p_off[er_part] + er_row - p_rmin[er_part]
-        g_order = np.argsort(gid, kind="stable")  # already grouped by part: cheap
-        g_count = np.bincount(gid, minlength=int(p_span.sum()))
-        g_start = np.cumsum(g_count) - g_count
-        del gid, er_part
-        c_row = t_cell // ncols
-        c_col = t_cell - c_row * ncols
-        c_gid = p_off[t_part] + c_row - p_rmin[t_part]
-        c_len = np.where(self._overflow[cand_cell], 0, g_count[c_gid])
-        pair_er = g_order[_expand(g_start[c_gid], c_len)]
-        pair_c = np.repeat(np.arange(t_cell.size, dtype=np.int64), c_len)
-        del c_row, c_gid, t_part, t_cell, g_order, g_start, g_count
-        right_ok = emax_x[pair_er] >= (x0 - eps + c_col * cell)[pair_c]
-        left_ok = emin_x[pair_er] <= (x0 + eps + (c_col + 1) * cell)[pair_c]
-        go_left = _segment_sums(left_ok, c_len) < _segment_sums(right_ok, c_len)
-        use = np.where(go_left[pair_c], left_ok, right_ok)
-        ref_er = pair_er[use]
-        ref_c = pair_c[use]
-        del pair_er, pair_c, right_ok, left_ok, use, c_col
-        # per boundary cell: its candidates' edges, at least one (an inert NaN edge
-        # pads cells without any, e.g. overflowing ones)
-        ref_cell = cand_cell[ref_c]
-        cell_cnt = np.bincount(ref_cell, minlength=nb)
-        rptr = np.zeros(nb + 1, dtype=np.int64)
-        np.cumsum(np.maximum(cell_cnt, 1), out=rptr[1:])
-        dest = rptr[ref_cell] + (
-            np.arange(ref_c.size, dtype=np.int64)
-            - np.repeat(np.cumsum(cell_cnt) - cell_cnt, cell_cnt)
-        )
-        sign = np.where(go_left[ref_c], -1.0, 1.0)
-        # columns x1, y1, x2, y2, sign: +1 ray towards +x, -1 towards -x (the query
-        # multiplies the point's x by it)
-        cols = np.empty((ref_c.size, 5))
-        np.multiply(ex1[ref_er], sign, out=cols[:, 0])
-        cols[:, 1] = ey1[ref_er]
-        np.multiply(ex2[ref_er], sign, out=cols[:, 2])
-        cols[:, 3] = ey2[ref_er]
-        cols[:, 4] = sign
-        bits = np.left_shift(np.uint64(1), slot[ref_c].astype(np.uint64))
-        if rptr[-1] == ref_c.size:  # no padding needed: dest is 0..n-1
-            edges = cols
-        else:
-            edges = np.full((int(rptr[-1]), 5), np.nan)
-            edges[dest] = cols
-            bits, b = np.zeros(edges.shape[0], dtype=np.uint64), bits
-            bits[dest] = b
-        self._rptr = rptr
-        self._edges = edges
-        self._rbit = bits
-
-    def _whole_cells(
-        self,
-        ex1: FloatArray,
-        ey1: FloatArray,
-        ex2: FloatArray,
-        ey2: FloatArray,
-        er_row: IntArray,
-        er_part: IntArray,
-        er_left: NDArray[np.bool_],
-        t_cell: IntArray,
-        t_part: IntArray,
-    ) -> NDArray[np.int32]:
-        """Per cell: the smallest rank of a grid covering the widened cell, or n (none).
-
-        A part covers a cell wholly iff its boundary does not touch the widened cell
-        and the cell's centre is inside it. Centres are classified along each row's
-        centre line by signed crossings (+1 entering the part, -1 leaving, eastward),
-        accumulated into winding counts: ``count`` (parts containing the centre) and
-        ``gsum`` (sum of their grid ranks), one cumulative sum per row. Where a
-        count is >= 2 (overlapping grids) the rows are redone part by part.
+        Raises ``ValueError`` for mismatched lengths, a code given twice, a code
+        held by several grids of this index, and non-polygonal or (with
+        ``check_valid``) invalid geometries, naming the codes.
         """
-        x0, y0, cell = self._x0, self._y0, self._cell
-        ncols, nrows = self._ncols, self._nrows
-        part_grid = self._part_grid
-        yc = y0 + (er_row + 0.5) * cell
-        # same half-open rule as the ray test: each ring crossing counted once
-        crossing = np.flatnonzero((ey1 > yc) != (ey2 > yc))
-        ax, ay, bx, by = ex1[crossing], ey1[crossing], ex2[crossing], ey2[crossing]
-        yc = yc[crossing]
-        # interior on the left: a southward edge is entered going east
-        down = by < ay
-        enter = down == er_left[crossing]
-        # interpolate from the lower end, so that both grids sharing an edge (which
-        # run it in opposite directions) get bit-identical crossings
-        lx = np.where(down, bx, ax)
-        ly = np.where(down, by, ay)
-        xc = lx + (yc - ly) * ((np.where(down, ax, bx) - lx) / (np.where(down, ay, by) - ly))
-        del ax, ay, bx, by, lx, ly, yc, down
-        c_row = er_row[crossing]
-        c_part = er_part[crossing]
-        # +-1 at the first column whose centre lies east of the crossing; the last
-        # column is margin, east of every crossing, so each row sums to 0 before it
-        col = np.clip(np.floor((xc - x0) / cell - 0.5) + 1, 0, ncols - 1).astype(np.int64)
-        pos = c_row * ncols + col
-        sgn = np.where(enter, 1, -1).astype(np.int32)
-        count = np.zeros(nrows * ncols, dtype=np.int32)
-        np.add.at(count, pos, sgn)
-        np.cumsum(count.reshape(nrows, ncols), axis=1, out=count.reshape(nrows, ncols))
-        # int32 sums may wrap where many grids overlap; they are exact (mod 2**32)
-        # where count is 1, the only place they are used
-        gsum = np.zeros(nrows * ncols, dtype=np.int32)
-        np.add.at(gsum, pos, sgn * part_grid[c_part].astype(np.int32))
-        np.cumsum(gsum.reshape(nrows, ncols), axis=1, out=gsum.reshape(nrows, ncols))
-        # Untouched cells: the winding count is exact. Touched cells: a touching
-        # part's own count may go either way, but a touching part never covers the
-        # cell wholly, and a valid (multi)polygon cannot both touch the cell and
-        # cover it with another part. So with count 1, the covering grid covers
-        # the cell wholly unless one of the cell's touching parts belongs to it.
-        single = count == 1
-        full = np.where(single, gsum, np.int32(self._n))
-        own = t_cell[part_grid[t_part] == gsum[t_cell]]
-        full[own[single[own]]] = self._n
-        del gsum, single
-        many = np.flatnonzero(count >= 2)
-        if many.size:
-            rows = np.unique(many // ncols)
-            sel = np.isin(c_row, rows)
-            full2d = full.reshape(nrows, ncols)
-            full2d[rows] = _whole_cells_exact(
-                xc[sel], c_part[sel], rows, np.searchsorted(rows, c_row[sel]),
-                part_grid, t_cell, t_part, x0, cell, ncols, self._n,
-            )  # fmt: skip
-        return full
+        geoms = np.asarray(polygons, dtype=object).ravel()
+        code_arr = np.asarray([str(c) for c in codes], dtype=str)
+        if code_arr.shape[0] != geoms.shape[0]:
+            raise ValueError(f"{code_arr.shape[0]} codes for {geoms.shape[0]} polygons")
+        uniq, times = np.unique(code_arr, return_counts=True)
+        if (times > 1).any():
+            raise ValueError(f"code given more than once: {_some(uniq[times > 1])}")
+        remove = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+        put = ~remove
+        _check_grids(code_arr[put], geoms[put], check_valid)
+
+        # which of the given codes this index holds, and where (build index)
+        n = self._n
+        found = np.zeros(code_arr.size, dtype=bool)
+        old_bi = np.full(code_arr.size, -1, dtype=np.int64)
+        if n:
+            sorted_codes = self._codes[self._order]
+            pos = np.searchsorted(sorted_codes, code_arr)
+            at = np.minimum(pos, n - 1)
+            found = (pos < n) & (sorted_codes[at] == code_arr)
+            dup = found & (pos + 1 < n) & (sorted_codes[np.minimum(pos + 1, n - 1)] == code_arr)
+            if dup.any():
+                raise ValueError(f"code held by several grids: {_some(code_arr[dup])}")
+            old_bi[found] = self._order[at[found]]
+
+        # the new grid set, in the documented order
+        keep = np.ones(n, dtype=bool)
+        keep[old_bi[found & remove]] = False
+        kept = np.flatnonzero(keep)
+        added = ~found & put
+        geoms_b = self._geoms[self._rank]  # build order (a copy)
+        geoms_b[old_bi[found & put]] = geoms[found & put]
+        new_codes = np.concatenate([self._codes[kept], code_arr[added]])
+        new_geoms = np.concatenate([geoms_b[kept], geoms[added]])
+
+        ras = self._raster
+        b = shapely.bounds(geoms[put]).reshape(-1, 4)
+        lo_x, lo_y = ras.x0 + 1.5 * ras.cell, ras.y0 + 1.5 * ras.cell
+        hi_x = ras.x0 + (ras.ncols - 1.5) * ras.cell
+        hi_y = ras.y0 + (ras.nrows - 1.5) * ras.cell
+        fits = (b[:, 0] >= lo_x) & (b[:, 1] >= lo_y) & (b[:, 2] <= hi_x) & (b[:, 3] <= hi_y)
+        if not fits.all():
+            return type(self)._build(new_codes, new_geoms, self._requested_cell_deg)
+
+        new = type(self)()
+        new._set_grids(new_codes, new_geoms)
+        new._requested_cell_deg = self._requested_cell_deg
+        new._set_raster(ras)
+        m = new._n
+        # Old -> new numbering of the surviving grids: build index (bmap, -1 for
+        # removed grids; None: unchanged, nothing removed) and rank (rank_map, old
+        # rank n "none" -> m; None: unchanged, nothing added or removed). Both keep
+        # the relative order, so copied candidate lists stay in code order.
+        bmap = rank_map = None
+        if kept.size != n:
+            bmap = np.full(n, -1, dtype=np.int64)
+            bmap[kept] = np.arange(kept.size)
+        if kept.size != n or added.any():
+            to_new = np.arange(n) if bmap is None else bmap
+            rank_map = np.append(new._rank_none[to_new[self._order]], m)
+
+        # reclassify the windows around the changed grids' old and new geometries
+        changed_old = self._geoms[self._rank[old_bi[found]]]
+        windows = _update_windows(np.concatenate([changed_old, geoms[put]]), ras)
+        bnd = shapely.bounds(new._geoms)  # rank order; NaN for empty geometries
+        slack = 2 * CELL_MARGIN_DEG
+        states: list[NDArray[np.int32]] = []
+        parts: list[_Cells] = []
+        for win in windows:
+            r_lo, r_hi, c_lo, c_hi = win
+            near = np.flatnonzero(
+                (bnd[:, 0] <= ras.x0 + c_hi * ras.cell + slack)
+                & (bnd[:, 2] >= ras.x0 + c_lo * ras.cell - slack)
+                & (bnd[:, 1] <= ras.y0 + r_hi * ras.cell + slack)
+                & (bnd[:, 3] >= ras.y0 + r_lo * ras.cell - slack)
+            )
+            edges = _grid_edges(new._geoms[near], near)
+            state, cells = _classify(ras, win, edges, new._order_none)
+            states.append(state)
+            parts.append(cells)
+        self._splice(new, windows, states, _concat_cells(parts), bmap, rank_map)
+
+        # EPSG:4546 copies: carry the unchanged grids' over, convert the others
+        with self._lock:
+            metric, boundary = self._metric, self._metric_boundary
+            warm = self._metric_tree is not None
+        if metric is not None and boundary is not None:
+            old_ranks = np.arange(n) if rank_map is None else rank_map[:n]
+            alive = np.flatnonzero(old_ranks >= 0)
+            new_bi = np.where(found, old_bi, -1)
+            if bmap is not None:
+                new_bi[found] = bmap[old_bi[found]]
+            new_bi[added] = kept.size + np.arange(int(added.sum()))
+            fresh = new._rank[new_bi[put]]
+            new_metric = np.empty(m, dtype=object)
+            new_boundary = np.empty(m, dtype=object)
+            new_metric[old_ranks[alive]] = metric[alive]
+            new_boundary[old_ranks[alive]] = boundary[alive]
+            conv = convert_geometry(new._geoms[fresh], "wgs84", f"EPSG:{METRIC_EPSG}")
+            shapely.prepare(conv)
+            new_metric[fresh] = conv
+            new_boundary[fresh] = shapely.boundary(conv)
+            new._metric, new._metric_boundary = new_metric, new_boundary
+            if warm:  # STRtrees of ~10,000 grids take a few ms: keep the index warm
+                new._ensure_metric()
+        return new
+
+    def _splice(
+        self,
+        new: GridIndex,
+        windows: list[Window],
+        states: list[NDArray[np.int32]],
+        fresh: _Cells,
+        bmap: IntArray | None,
+        rank_map: IntArray | None,
+    ) -> None:
+        """Give ``new`` this index's cells outside ``windows`` and ``states``/``fresh``
+        (the windows' classification, see :func:`_classify`) inside them.
+
+        Old grid numbers are renumbered with ``bmap`` (build index) and ``rank_map``
+        (rank); None: unchanged. Boundary cells stay numbered in raster order, as a
+        build numbers them: the kept ones keep their relative order and the windows'
+        new ones go where their cell numbers fall. The tables are thus a few long
+        pieces of old entries between short pieces of new ones, copied piece by
+        piece (memcpy), and only the kept boundary cells' raster entries change.
+        """
+        ras = self._raster
+        nb_old = self._bfull.size
+        none = np.zeros(0, dtype=np.int64)
+        # removed boundary cells: runs [g_lo, g_hi) (a window row's are consecutive)
+        st_old = self._state.reshape(ras.nrows, ras.ncols)
+        gone = [
+            -2 - s[s <= -2].astype(np.int64) for s in (st_old[a:b, c:d] for a, b, c, d in windows)
+        ]
+        gone_j = np.sort(np.concatenate([none, *gone]))
+        brk = np.flatnonzero(np.diff(gone_j) != 1) + 1
+        g_lo = gone_j[np.r_[0, brk]] if gone_j.size else none
+        g_hi = gone_j[np.r_[brk - 1, gone_j.size - 1]] + 1 if gone_j.size else none
+        # a new cell goes before the first old cell after it in raster order:
+        # groups [i_lo, i_hi) of new cells that go before old cell i_at
+        at = np.searchsorted(self._bcells, fresh.bcells)
+        grp = np.flatnonzero(np.diff(at) != 0) + 1
+        i_lo = np.r_[0, grp] if at.size else none
+        i_hi = np.r_[grp, at.size] if at.size else none
+        i_at = at[i_lo]
+        # old cells between consecutive cut points are all kept or all removed
+        cuts = np.unique(np.r_[0, nb_old, g_lo, g_hi, i_at])
+        o_lo, o_hi = cuts[:-1], cuts[1:]
+        if g_lo.size:
+            run = np.searchsorted(g_lo, o_lo, side="right") - 1
+            alive = (run < 0) | (o_lo >= g_hi[np.maximum(run, 0)])
+            o_lo, o_hi = o_lo[alive], o_hi[alive]
+        # pieces in raster order; at one old position the new cells come first
+        is_old = np.r_[np.zeros(i_lo.size, dtype=bool), np.ones(o_lo.size, dtype=bool)]
+        srt = np.lexsort((is_old, np.r_[i_at, o_lo]))
+        is_old = is_old[srt]
+        p_lo = np.r_[i_lo, o_lo][srt]
+        p_hi = np.r_[i_hi, o_hi][srt]
+        size = p_hi - p_lo
+        p_new = np.cumsum(size) - size  # first new number of each piece
+        nb = int(size.sum())
+        pieces = list(zip(is_old.tolist(), p_lo.tolist(), p_hi.tolist(), strict=True))
+
+        def per_cell(old: NDArray, fresh_vals: NDArray) -> NDArray:
+            return np.concatenate(
+                [old[:0]] + [(old if o else fresh_vals)[a:b] for o, a, b in pieces]
+            )
+
+        def ragged(
+            old_vals: NDArray, old_ptr: IntArray, new_vals: NDArray, new_ptr: IntArray
+        ) -> tuple[NDArray, IntArray]:
+            vals = np.concatenate(
+                [old_vals[:0]]
+                + [
+                    old_vals[old_ptr[a] : old_ptr[b]] if o else new_vals[new_ptr[a] : new_ptr[b]]
+                    for o, a, b in pieces
+                ]
+            )
+            ptr = np.zeros(nb + 1, dtype=np.int64)
+            np.cumsum(per_cell(np.diff(old_ptr), np.diff(new_ptr)), out=ptr[1:])
+            return vals, ptr
+
+        old_cgrid = self._cgrid if rank_map is None else rank_map[self._cgrid]
+        old_bfull = self._bfull if rank_map is None else rank_map[self._bfull].astype(np.int32)
+        cgrid, cptr = ragged(old_cgrid, self._cptr, fresh.cgrid, fresh.cptr)
+        edges, rptr = ragged(self._edges, self._rptr, fresh.edges, fresh.rptr)
+        rbit, _ = ragged(self._rbit, self._rptr, fresh.rbit, fresh.rptr)
+        new._set_cells(
+            _Cells(
+                bcells=per_cell(self._bcells, fresh.bcells),
+                cptr=cptr,
+                cgrid=cgrid,
+                bfull=per_cell(old_bfull, fresh.bfull),
+                overflow=per_cell(self._overflow, fresh.overflow),
+                rptr=rptr,
+                edges=edges,
+                rbit=rbit,
+            )
+        )
+
+        # The raster. State value v is a build index (>= 0), -1 (none) or boundary
+        # cell j (v = -2 - j); kept boundary cell j of a piece becomes j + shift.
+        old_pieces = [(a, b, s) for (o, a, b), s in zip(pieces, p_new.tolist(), strict=True) if o]
+        if bmap is None:
+            # build indices unchanged: copy, then renumber the moved boundary cells
+            state = self._state.copy()
+            for a, b, s in old_pieces:
+                if s != a:
+                    state[self._bcells[a:b]] = -2 - np.arange(s, s + b - a, dtype=np.int32)
+        else:
+            # every value may change: one gather through a table of all values,
+            # negative ones at the end (numpy indexing wraps them)
+            lut = np.full(self._n + nb_old + 1, -1, dtype=np.int32)
+            lut[: self._n] = bmap
+            to_b = np.full(nb_old, -1, dtype=np.int32)  # removed: overwritten below
+            for a, b, s in old_pieces:
+                to_b[a:b] = -2 - np.arange(s, s + b - a, dtype=np.int32)
+            lut[self._n : self._n + nb_old] = to_b[::-1]
+            state = lut[self._state]
+        st = state.reshape(ras.nrows, ras.ncols)
+        for (r_lo, r_hi, c_lo, c_hi), win_state in zip(windows, states, strict=True):
+            st[r_lo:r_hi, c_lo:c_hi] = win_state.reshape(r_hi - r_lo, c_hi - c_lo)
+        # the windows' boundary cells: their number in the whole table
+        state[fresh.bcells] = -2 - _expand(p_new[~is_old], size[~is_old])
+        new._state = state
 
     # --- properties ---------------------------------------------------------------
 
@@ -610,8 +1116,8 @@ class GridIndex:
     def nbytes(self) -> int:
         """Approximate memory held by the raster and edge tables, in bytes."""
         arrays = (
-            self._state, self._cptr, self._cgrid, self._bfull, self._overflow, self._rptr,
-            self._edges, self._rbit, self._part_grid, self._order,
+            self._state, self._bcells, self._cptr, self._cgrid, self._bfull, self._overflow,
+            self._rptr, self._edges, self._rbit, self._order,
         )  # fmt: skip
         return int(sum(a.nbytes for a in arrays))
 
@@ -714,12 +1220,15 @@ class GridIndex:
         with self._lock:
             if self._metric_tree is not None:
                 return
-            metric = convert_geometry(self._geoms, "wgs84", f"EPSG:{METRIC_EPSG}")
-            self._metric = metric
-            self._metric_boundary = shapely.boundary(metric)
-            shapely.prepare(metric)
+            # an updated() index may have the EPSG:4546 copies already
+            if self._metric is None or self._metric_boundary is None:
+                metric = convert_geometry(self._geoms, "wgs84", f"EPSG:{METRIC_EPSG}")
+                self._metric_boundary = shapely.boundary(metric)
+                shapely.prepare(metric)
+                self._metric = metric
             self._lonlat_tree = shapely.STRtree(self._geoms)
-            self._metric_tree = shapely.STRtree(metric)
+            # last: readers test it without the lock
+            self._metric_tree = shapely.STRtree(self._metric)
 
     def _points_metric(self, x: FloatArray, y: FloatArray) -> NDArray[np.object_]:
         mx, my = to_metric(x, y)

@@ -22,6 +22,14 @@ Each method runs in a fresh process (so one's freed memory does not hide another
 peak); memory is the growth of that process's peak RSS during the timed call(s)
 (Linux ``/proc/self/clear_refs``), GEOS allocations included. The GridIndex row
 also gives the index's own size and its build time.
+
+Incremental updates (:meth:`geo.assign.GridIndex.updated`, also in a fresh
+process): random edits of 1 grid (grown 2 % about its centroid, overlapping its
+neighbours) and of 10 grids (shared vertices moved in every neighbour holding them,
+one grid removed, one added), each timed against a full build of the edited set on
+an index whose distance structures are built (as in the service) and on a cold one;
+the answers of the last edit's index are checked against a fresh build: ``locate``
+on all the points, candidates, nearest grid and distances on a sample.
 """
 
 from __future__ import annotations
@@ -229,6 +237,131 @@ def _run_ours(path: str, repeat: int, cell_deg: float | None) -> dict[str, Any]:
     }
 
 
+def _move_vertex(g: Any, x: float, y: float, nx: float, ny: float) -> Any:
+    """``g`` with every vertex exactly at (x, y) moved to (nx, ny)."""
+
+    def f(c: np.ndarray) -> np.ndarray:
+        c = c.copy()
+        c[(c[:, 0] == x) & (c[:, 1] == y)] = (nx, ny)
+        return c
+
+    return shapely.transform(g, f)
+
+
+def _edit(
+    codes: np.ndarray, geoms: np.ndarray, k: int, rng: np.random.Generator
+) -> tuple[list[str], list[Any]]:
+    """A random edit of ``k`` grids, as the service would pass it to ``updated``.
+
+    k = 1: one grid grown by 2 % about its centroid. k >= 4: shared vertices moved
+    (a fraction of the adjacent edge) in every grid holding them, so neighbours
+    change together as when an edge between them is redrawn (a grid grown 2 % if
+    one place is left); plus one grid removed and one added (a small square inside
+    an existing grid).
+    """
+    if k == 1:
+        g = int(rng.integers(codes.size))
+        return [str(codes[g])], [shapely.affinity.scale(geoms[g], 1.02, 1.02)]
+    xy, owner = shapely.get_coordinates(geoms, return_index=True)
+    edit: dict[str, Any] = {}
+    while len(edit) < k - 2:
+        if len(edit) == k - 3:  # room for one grid only: grow one
+            g = int(rng.integers(codes.size))
+            edit.setdefault(str(codes[g]), shapely.affinity.scale(geoms[g], 1.02, 1.02))
+            continue
+        v = int(rng.integers(xy.shape[0] - 1))
+        if owner[v + 1] != owner[v]:
+            continue
+        (vx, vy), step = xy[v], 0.3 * float(np.hypot(*(xy[v + 1] - xy[v])))
+        holders = np.unique(owner[(xy[:, 0] == vx) & (xy[:, 1] == vy)])
+        if holders.size < 2 or len(edit) + holders.size > k - 2:
+            continue
+        if any(str(codes[h]) in edit for h in holders):
+            continue
+        dx, dy = rng.uniform(-1, 1, 2) * step
+        moved = [_move_vertex(geoms[h], vx, vy, vx + dx, vy + dy) for h in holders]
+        if all(shapely.is_valid(moved)):
+            edit.update(zip([str(codes[h]) for h in holders], moved, strict=True))
+    gone = next(str(c) for c in rng.permutation(codes) if str(c) not in edit)
+    edit[gone] = None
+    c = shapely.point_on_surface(geoms[int(rng.integers(codes.size))])
+    edit[f"433199{int(rng.integers(10**9)):09d}"] = shapely.box(c.x, c.y, c.x + 2e-4, c.y + 2e-4)
+    return list(edit), list(edit.values())
+
+
+def _apply(
+    codes: np.ndarray, geoms: np.ndarray, edit_codes: list[str], edit_geoms: list[Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The grid set ``updated`` documents: codes replaced in place, removed ones
+    (None) dropped, added ones appended in the given order."""
+    grids = dict(zip(codes.tolist(), geoms.tolist(), strict=True))
+    edit = dict(zip(edit_codes, edit_geoms, strict=True))
+    out = [c for c in codes.tolist() if edit.get(c, grids[c]) is not None]
+    out += [c for c, g in edit.items() if c not in grids and g is not None]
+    grids.update(edit)
+    return np.array(out, dtype=str), np.array([grids[c] for c in out], dtype=object)
+
+
+def _run_update(path: str, repeat: int, cell_deg: float | None) -> dict[str, Any]:
+    codes, geoms, x, y = _load(path)
+    kw = {} if cell_deg is None else {"cell_deg": cell_deg}
+    index = GridIndex.build(codes, geoms, **kw)
+    rng = np.random.default_rng(7)
+    times: dict[str, list[float]] = {}
+    for warm in (True, False):
+        base = index if warm else GridIndex.build(codes, geoms, **kw)
+        if warm:
+            base.nearest(x[:1000], y[:1000])  # EPSG:4546 copies and STRtrees made
+        for k in (1, 10):
+            for _ in range(repeat):
+                edit_codes, edit_geoms = _edit(codes, geoms, k, rng)
+                gc.collect()
+                t = time.perf_counter()
+                new = base.updated(edit_codes, edit_geoms)
+                times.setdefault(f"{k} {'warm' if warm else 'cold'}", []).append(
+                    time.perf_counter() - t
+                )
+    # the full build of the last edited set, and its answers against the update's
+    new_codes, new_geoms = _apply(codes, geoms, edit_codes, edit_geoms)
+    assert np.array_equal(new.codes, new_codes)
+    build_s = []
+    for _ in range(min(repeat, 3)):
+        gc.collect()
+        t = time.perf_counter()
+        fresh = GridIndex.build(new.codes, new_geoms, **kw)
+        build_s.append(time.perf_counter() - t)
+    same = int((new.locate(x, y) == fresh.locate(x, y)).sum())
+    changed = [g for g in edit_geoms if g is not None]
+    b = shapely.total_bounds(np.array(changed, dtype=object))
+    sx = np.r_[x[:10_000], rng.uniform(b[0] - 0.01, b[2] + 0.01, 10_000)]
+    sy = np.r_[y[:10_000], rng.uniform(b[1] - 0.01, b[3] + 0.01, 10_000)]
+    acc = np.resize([0.0, 10.0, 100.0], sx.size)
+    ca, cb = new.locate_with_candidates(sx, sy, acc), fresh.locate_with_candidates(sx, sy, acc)
+    (na, da), (nb, db) = new.nearest(sx, sy, 5000.0), fresh.nearest(sx, sy, 5000.0)
+    loc = ca.index
+    metric_same = (
+        all(
+            np.array_equal(getattr(ca, f), getattr(cb, f))
+            for f in ("index", "offsets", "grid", "distance_m")
+        )
+        and np.array_equal(na, nb)
+        and np.array_equal(da, db, equal_nan=True)
+        and np.array_equal(
+            new.distance_to_boundary_m(sx, sy, loc),
+            fresh.distance_to_boundary_m(sx, sy, loc),
+            equal_nan=True,
+        )
+    )
+    return {
+        "times": times,
+        "build_s": build_s,
+        "same": same,
+        "n": int(x.size),
+        "metric_same": metric_same,
+        "metric_n": int(sx.size),
+    }
+
+
 def _run_baseline(path: str, method: str) -> dict[str, Any]:
     codes, geoms, x, y = _load(path)
     order, rank = _ranks(codes)
@@ -309,6 +442,7 @@ def main() -> None:
             y=y,
         )
         ours = _in_child(_run_ours, path, args.repeat, args.cell_deg)
+        upd = _in_child(_run_update, path, args.repeat, args.cell_deg)
         results = {k: _in_child(_run_baseline, path, k) for k in BASELINES}
 
     st = ours["stats"]
@@ -336,6 +470,25 @@ def main() -> None:
         "building their tree inside the timed call. peak MiB: growth of the process's "
         "peak RSS during the timed call(s), each method in a fresh process."
     )
+    print()
+    ms = 1000.0
+    build_ms = np.median(upd["build_s"]) * ms
+    print(f"{'incremental update (GridIndex.updated)':52s} {'median ms':>11s} {'max ms':>8s} "
+          f"{'vs build':>8s}")  # fmt: skip
+    for k, label in ((1, "update 1 grid"), (10, "update 10 grids")):
+        for mode in ("warm", "cold"):
+            t = np.asarray(upd["times"][f"{k} {mode}"]) * ms
+            name = f"{label} ({mode} distance structures)"
+            print(f"{name:52s} {np.median(t):11.0f} {t.max():8.0f} {build_ms / np.median(t):7.1f}x")
+    print(f"{'full build of the edited set':52s} {build_ms:11.0f} {max(upd['build_s']) * ms:8.0f}")
+    print(
+        f"updated vs fresh build, identical answers: locate {upd['same']:,}/{upd['n']:,} "
+        f"points; candidates, nearest, distances on {upd['metric_n']:,} points: "
+        f"{'identical' if upd['metric_same'] else 'DIFFERENT'}"
+    )
+    print(f"(median and max of {args.repeat} random edits each; 'warm': the index's EPSG:4546 "
+          "copies and STRtrees were built before the update, as in the service)")  # fmt: skip
+    print()
     ref = results["sjoin_intersects"]["answer"]
     print(f"points covered by some grid: {(ref >= 0).mean():.1%}")
     answers = {"GridIndex.locate": ours["answer"]} | {
