@@ -83,8 +83,8 @@ def load_snapshot(
 ) -> GridSnapshot:
     """Read the grids valid at `at` (None: now) and index them.
 
-    When `previous` holds the same codes and geometries (an edit of names or workers), its
-    index is reused and only the attributes are new.
+    With `previous`, an edit of names or workers reuses its index and an edit of a few
+    geometries patches it (geo.assign.GridIndex.updated); otherwise the index is built.
     """
     with engine.connect() as conn:
         fingerprint = tuple(conn.execute(text(FINGERPRINT_SQL)).one())
@@ -94,11 +94,35 @@ def load_snapshot(
         frame = pd.DataFrame(columns=GRID_COLUMNS)
     codes = frame["code"].astype(str).to_numpy()
     wkb = frame["wkb"].map(bytes).to_numpy()
-    if previous is not None and _same_geometries(previous, codes, wkb):
-        index = previous.index
-    else:
-        index = GridIndex.build(codes, shapely.from_wkb(wkb))
+    index = _reindex(previous, codes, wkb)
+    if not np.array_equal(index.codes, codes):
+        # an incremental update appends added grids: align the attributes with the index
+        order = pd.Index(codes).get_indexer(index.codes)
+        frame, wkb = frame.iloc[order].reset_index(drop=True), wkb[order]
     return GridSnapshot(index, frame.drop(columns="wkb"), at, fingerprint, wkb)
+
+
+# Above this many changed grids a full build is as quick as patching the index.
+MAX_INCREMENTAL_CHANGES = 200
+
+
+def _reindex(previous: GridSnapshot | None, codes: np.ndarray, wkb: np.ndarray) -> GridIndex:
+    """The index for (codes, wkb): the previous one when nothing moved, patched when a few
+    grids changed, else built anew."""
+    if previous is None:
+        return GridIndex.build(codes, shapely.from_wkb(wkb))
+    if _same_geometries(previous, codes, wkb):
+        return previous.index
+    before = dict(zip(previous.index.codes, previous.wkb, strict=True))
+    now = dict(zip(codes, wkb, strict=True))
+    changed = [code for code, geometry in now.items() if before.get(code) != geometry]
+    removed = [code for code in before if code not in now]
+    if not changed and not removed:  # same grids, another order
+        return previous.index
+    if len(changed) + len(removed) > MAX_INCREMENTAL_CHANGES:
+        return GridIndex.build(codes, shapely.from_wkb(wkb))
+    polygons = [shapely.from_wkb(now[code]) for code in changed] + [None] * len(removed)
+    return previous.index.updated(changed + removed, polygons)
 
 
 def _same_geometries(previous: GridSnapshot, codes: np.ndarray, wkb: np.ndarray) -> bool:

@@ -430,3 +430,38 @@ def test_lookups_on_a_database_without_grids_answer_instead_of_failing(engine, s
             "/v1/lookup/batch", params={"accuracy_m": 5000}, json=[[109.7, 28.27]], headers=auth
         )
         assert far.status_code == 400
+
+
+def test_a_patched_index_answers_like_a_fresh_one(demo):
+    from api.services.lookup import load_snapshot
+
+    _, engine, _ = demo
+    before = load_snapshot(engine)
+    code = before.column("code")[100]
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE grid SET valid_to = now() WHERE code = :c AND valid_to IS NULL"),
+            {"c": code},
+        )
+    try:
+        patched, fresh = load_snapshot(engine, previous=before), load_snapshot(engine)
+        rng = np.random.default_rng(5)
+        west, south, east, north = shapely.total_bounds(shapely.from_wkb(before.wkb))
+        lon, lat = rng.uniform(west, east, 20_000), rng.uniform(south, north, 20_000)
+
+        def codes(snapshot):
+            found = snapshot.index.locate(lon, lat)
+            return np.where(found >= 0, snapshot.column("code")[found], None)
+
+        assert (codes(patched) == codes(fresh)).all()
+        assert code not in set(patched.column("code"))
+        assert len(patched.grids) == len(fresh.grids) == len(before.grids) - 1
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE grid SET valid_to = NULL "
+                    "WHERE id = (SELECT max(id) FROM grid WHERE code = :c)"
+                ),
+                {"c": code},
+            )
