@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import Engine
 
 from api.cli_import import grids_app, import_app
 from api.errors import GridcoverError
@@ -45,10 +46,10 @@ def database_url() -> str:
     return resolve_database_url(settings())
 
 
-def engine():
-    from api.db import make_engine
+def engine() -> Engine:
+    from api.db import configured_engine
 
-    return make_engine(database_url(), settings())
+    return configured_engine(settings())
 
 
 def say(message: str) -> None:

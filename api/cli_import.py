@@ -49,11 +49,10 @@ RejectsOption = Annotated[
 
 def _engine() -> Any:
     # Imported here, not from api.cli, which mounts this module (no import cycle).
-    from api.db import make_engine, resolve_database_url
+    from api.db import configured_engine
     from api.settings import get_settings
 
-    settings = get_settings()
-    return make_engine(resolve_database_url(settings), settings)
+    return configured_engine(get_settings())
 
 
 def _say(message: str) -> None:

@@ -100,3 +100,8 @@ def drop_scratch_database(server_url: str, url: str) -> None:
     name = make_url(url).database
     with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def configured_engine(settings: Settings) -> Engine:
+    """The engine for the configured database (the embedded one started if needed)."""
+    return make_engine(resolve_database_url(settings), settings)

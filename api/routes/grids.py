@@ -21,13 +21,13 @@ from api.audit import record_write
 from api.auth import Principal, require
 from api.errors import Problem
 from api.responses import GeoJSONResponse
+from api.routes.params import at_param, coord_sys_param
 from api.services.grids import lock_grid_writes, read_grids, retire_grid, write_grids
 from geo.crs import convert_geometry
 
 router = APIRouter(prefix="/v1/grids", tags=["grids"])
 Admin = Annotated[Principal, Depends(require("write:grids"))]
 Reader = Annotated[Principal, Depends(require("read:public"))]
-CoordSys = Literal["wgs84", "cgcs2000", "gcj02", "bd09"]
 NO_CONTROL_CHARS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
 EDITABLE = ("name", "kind", "households", "population", "worker_name", "worker_phone")
 
@@ -126,7 +126,7 @@ def list_grids(
     request: Request,
     principal: Reader,
     village_code: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
-    at: Annotated[datetime | None, Query(description="the moment; default now")] = None,
+    at: Annotated[datetime | None, Depends(at_param)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> GeoJSONResponse:
@@ -148,7 +148,7 @@ def get_grid(
     request: Request,
     principal: Reader,
     code: str,
-    at: Annotated[datetime | None, Query(description="the moment; default now")] = None,
+    at: Annotated[datetime | None, Depends(at_param)] = None,
 ) -> GeoJSONResponse:
     row = current_or_404(request, code, at)
     return GeoJSONResponse(grid_feature(row, principal), headers={"ETag": etag(row)})
@@ -174,7 +174,7 @@ def create_grid(
     request: Request,
     admin: Admin,
     feature: GridFeature,
-    coord_sys: Annotated[CoordSys, Query()] = "wgs84",
+    coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
 ) -> GeoJSONResponse:
     props = feature.properties.model_dump()
     frame = gpd.GeoDataFrame(
@@ -204,7 +204,7 @@ def update_grid(
     admin: Admin,
     code: str,
     patch: GridPatch,
-    coord_sys: Annotated[CoordSys, Query()] = "wgs84",
+    coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
     if_match: Annotated[str | None, Header(description="ETag of the version you edited")] = None,
 ) -> GeoJSONResponse:
     unknown = set(patch.properties) - set(EDITABLE)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.auth import Principal, require
 from api.errors import Problem
+from api.routes.params import at_param, coord_sys_param
 from api.services.lookup import (
     GridLocator,
     GridSnapshot,
@@ -23,21 +24,10 @@ from geo.crs import convert
 
 router = APIRouter(prefix="/v1", tags=["lookup"])
 
-CoordSys = Literal["wgs84", "cgcs2000", "gcj02", "bd09"]
 Dispatcher = Annotated[Principal, Depends(require("lookup"))]
 MAX_BATCH_POINTS = 100_000
 MAX_BATCH_BYTES = 32 * 1024 * 1024
 MAX_BATCH_ACCURACY_M = 1000.0
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
-
-
-async def coord_sys_param(
-    coord_sys: Annotated[
-        CoordSys,
-        Query(description="what the coordinates are: GPS gives wgs84, Amap gcj02, Baidu bd09"),
-    ] = "wgs84",
-) -> str:
-    return coord_sys
 
 
 async def accuracy_param(
@@ -52,17 +42,6 @@ async def accuracy_param(
     ] = 0.0,
 ) -> float:
     return accuracy_m
-
-
-async def at_param(
-    at: Annotated[
-        datetime | None,
-        Query(description="answer with the grids valid then; without an offset, +08:00"),
-    ] = None,
-) -> datetime | None:
-    if at is not None and at.tzinfo is None:
-        return at.replace(tzinfo=CHINA_STANDARD_TIME)
-    return at
 
 
 async def snapshot_for(request: Request, at: datetime | None) -> GridSnapshot:

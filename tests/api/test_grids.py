@@ -308,3 +308,18 @@ def test_a_3d_polygon_is_stored_flat(world):
 def test_an_absurd_offset_is_a_400(world):
     client, _, _ = world
     assert client.get("/v1/grids", params={"offset": 10**20}).status_code == 400
+
+
+def test_a_naive_at_is_china_standard_time(world):
+    from datetime import timedelta, timezone
+
+    client, _, headers = world
+    client.post(
+        "/v1/grids",
+        json=feature("433101002001040", box(109.707, 28.277, 109.708, 28.278)),
+        headers=headers["admin"],
+    )
+    just_before = datetime.now(timezone(timedelta(hours=8))).replace(tzinfo=None)
+    assert client.delete("/v1/grids/433101002001040", headers=headers["admin"]).status_code == 204
+    local = client.get("/v1/grids/433101002001040", params={"at": just_before.isoformat()})
+    assert local.status_code == 200  # read as 08:00 ahead of UTC, i.e. before the retirement
