@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Annotated
 
@@ -113,17 +115,71 @@ def revoke_api_key(conn: Connection, key_id: int) -> bool:
     return result.rowcount == 1
 
 
-def principal_for_key(engine: Engine, key: str) -> Principal | None:
-    """The principal behind a live key, or None for unknown, revoked and expired keys."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            text(
-                "SELECT id, name, role FROM api_key WHERE key_hash = :hash "
-                "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
-            ),
-            {"hash": hash_key(key)},
-        ).first()
-    return Principal(Role[row.role], row.name, row.id) if row else None
+LIVE_KEY_SQL = (
+    "SELECT id, name, role, expires_at FROM api_key WHERE key_hash = :hash "
+    "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
+)
+# Revocation is one-way and keys are never deleted, so this pair changes with every
+# create and every revoke, whichever process or transaction made it.
+KEYS_MARKER_SQL = "SELECT count(*), count(revoked_at) FROM api_key"
+
+
+class KeyCache:
+    """Live keys remembered by this process, so most requests need no database round trip.
+
+    A remembered key is trusted until it expires; whether any key was revoked is asked of
+    the database at most once per `recheck_s` (one cheap query), and the whole cache is
+    dropped when so. A revocation made anywhere (CLI, another worker, SQL) therefore
+    takes effect here within `recheck_s` seconds; one made through this process at once
+    (`forget_all`). Unknown keys are always looked up, never remembered.
+    """
+
+    def __init__(self, engine: Engine, recheck_s: float = 1.0):
+        self._engine = engine
+        self._recheck_s = recheck_s
+        self._live: dict[str, tuple[Principal, datetime | None]] = {}
+        self._marker: tuple[int, int] | None = None
+        self._checked_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def principal(self, key: str) -> Principal | None:
+        """The principal behind a live key, or None (unknown, revoked or expired)."""
+        self._recheck()
+        digest = hash_key(key)
+        cached = self._live.get(digest)
+        if cached is not None:
+            principal, expires_at = cached
+            if expires_at is None or expires_at > datetime.now(UTC):
+                return principal
+            self._live.pop(digest, None)
+            return None
+        with self._engine.connect() as conn:
+            row = conn.execute(text(LIVE_KEY_SQL), {"hash": digest}).first()
+        if row is None:
+            return None
+        principal = Principal(Role[row.role], row.name, row.id)
+        self._live[digest] = (principal, row.expires_at)
+        return principal
+
+    def forget_all(self) -> None:
+        """Drop every remembered key (after a revocation made through this process)."""
+        with self._lock:
+            self._live.clear()
+            self._checked_at = float("-inf")
+
+    def _recheck(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self._recheck_s:
+            return
+        with self._lock:
+            if now - self._checked_at < self._recheck_s:
+                return
+            with self._engine.connect() as conn:
+                marker = tuple(conn.execute(text(KEYS_MARKER_SQL)).one())
+            if marker != self._marker:
+                self._live.clear()
+                self._marker = marker
+            self._checked_at = now
 
 
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `gridcover keys create`")
@@ -142,7 +198,7 @@ def current_principal(
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return ANONYMOUS
-    principal = principal_for_key(request.app.state.engine, credentials.credentials)
+    principal = request.app.state.key_cache.principal(credentials.credentials)
     if principal is None:
         raise Problem(
             401,

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=32, description="server processes; each holds its own grid index"
     )
+    key_recheck_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="API keys are remembered per process; a key revoked elsewhere "
+        "(CLI, another worker) stops working within this many seconds.",
+    )
     lookup_max_distance_m: float = Field(
         default=5000.0,
         gt=0,

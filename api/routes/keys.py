@@ -71,3 +71,4 @@ def revoke_key(key_id: int, request: Request, admin: Admin) -> None:
         if not revoke_api_key(conn, key_id):
             raise Problem(404, f"no live API key with id {key_id}")
         record_write(conn, admin.name, "revoke", "api_key", key_id)
+    request.app.state.key_cache.forget_all()

@@ -1,5 +1,6 @@
 """API keys and roles: 401 without or with a dead key, 403 for too weak a role."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -42,18 +43,40 @@ def test_bad_credentials_get_401(client, value):
     assert response.status_code == 401
 
 
-def test_revoked_and_expired_keys_get_401(client, engine):
+def _status_within(client, key: str, seconds: float, wanted: int) -> int:
+    """The status of GET /v1/keys with `key`, polled until it is `wanted` or time is up."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status = client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"}).status_code
+        if status == wanted or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
+def test_revoked_and_expired_keys_get_401(client, engine, settings):
     with engine.begin() as conn:
         revoked_id, revoked = create_api_key(conn, "admin", "to revoke")
         _, expired = create_api_key(
             conn, "admin", "expired", datetime.now(UTC) - timedelta(minutes=1)
         )
     assert client.get("/v1/keys", headers={"Authorization": f"Bearer {revoked}"}).status_code == 200
+    # Revoked outside this process (as `gridcover keys revoke` does): the remembered key
+    # stops working within the recheck interval.
     with engine.begin() as conn:
         assert revoke_api_key(conn, revoked_id)
         assert not revoke_api_key(conn, revoked_id)
-    for key in (revoked, expired):
-        assert client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert _status_within(client, revoked, settings.key_recheck_s + 1, 401) == 401
+    assert client.get("/v1/keys", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+
+
+def test_a_remembered_key_stops_at_its_expiry(client, engine):
+    with engine.begin() as conn:
+        _, key = create_api_key(
+            conn, "admin", "expires soon", datetime.now(UTC) + timedelta(seconds=1)
+        )
+    assert client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    time.sleep(1.1)
+    assert client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"}).status_code == 401
 
 
 def test_admin_creates_a_key_that_works_and_is_audited(client, headers, engine):
@@ -89,11 +112,14 @@ def test_unknown_role_is_a_422_naming_the_field(client, headers, engine):
         assert conn.execute(text("SELECT count(*) FROM api_key")).scalar_one() == before
 
 
-def test_revoke_over_http(client, headers):
+def test_revoke_over_http_takes_effect_at_once(client, headers):
     created = client.post(
         "/v1/keys", json={"name": "short-lived", "role": "viewer"}, headers=headers["admin"]
     ).json()
+    own = {"Authorization": f"Bearer {created['key']}"}
+    assert client.get("/v1/lookup?address=吉首", headers=own).status_code == 403  # remembered
     assert client.delete(f"/v1/keys/{created['id']}", headers=headers["admin"]).status_code == 204
+    assert client.get("/v1/lookup?address=吉首", headers=own).status_code == 401
     assert client.delete(f"/v1/keys/{created['id']}", headers=headers["admin"]).status_code == 404
 
 
