@@ -22,7 +22,7 @@ from api.auth import Principal, require
 from api.errors import Problem
 from api.responses import GeoJSONResponse
 from api.routes.params import at_param, coord_sys_param
-from api.services.grids import lock_grid_writes, read_grids, retire_grid, write_grids
+from api.services.grids import begin_grid_write, read_grids, retire_grid, write_grids
 from geo.crs import convert_geometry
 
 router = APIRouter(prefix="/v1/grids", tags=["grids"])
@@ -218,7 +218,7 @@ def update_grid(
             ],
         )
     with request.app.state.engine.begin() as conn:
-        lock_grid_writes(conn)  # so the version compared below is the one we replace
+        begin_grid_write(conn)  # so the version compared below is the one we replace
         rows = read_grids(conn, code=code, limit=1)
         if not rows:
             raise Problem(404, f"no grid {code}")

@@ -32,8 +32,8 @@ from api.services.files import read_vector_file
 from api.services.grids import (
     AREA_TOLERANCE_M2,
     GRID_KINDS,
-    GRID_WRITE_LOCK_KEY,
     SLIVER_HALF_WIDTH_M,
+    begin_grid_write,
     check_grid_placement,
     validate_grids,
     write_grids,
@@ -702,7 +702,6 @@ IMPORTERS: dict[str, Callable[..., ImportReport]] = {
     "admin areas": import_admin_areas,
 }
 AUDIT_ENTITIES = {"grids": "grid", "admin areas": "admin_area"}
-IMPORT_LOCK_KEY = GRID_WRITE_LOCK_KEY  # imports and single grid edits wait for each other
 
 
 def import_file(
@@ -727,7 +726,7 @@ def import_file(
     with engine.begin() as conn:
         # One import at a time: two concurrent ones could each pass the overlap checks
         # against what is stored and together write overlapping grids.
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": IMPORT_LOCK_KEY})
+        begin_grid_write(conn)
         report = IMPORTERS[entity](
             conn,
             vector.frame,

@@ -107,9 +107,15 @@ SELECT * FROM checked ORDER BY row
 GRID_WRITE_LOCK_KEY = 0x67_63_69_6D
 
 
-def lock_grid_writes(conn: Connection) -> None:
-    """Wait for other grid writers; held until the caller's transaction ends."""
+# Lookup indexes LISTEN on this channel; PostgreSQL delivers the notice only on commit.
+GRID_CHANGED_CHANNEL = "gridcover_grid_changed"
+
+
+def begin_grid_write(conn: Connection) -> None:
+    """Wait for other grid writers (the lock is held until the caller's transaction ends)
+    and, should the transaction commit, wake every process's lookup index at once."""
     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GRID_WRITE_LOCK_KEY})
+    conn.execute(text(f"NOTIFY {GRID_CHANGED_CHANNEL}"))
 
 
 def check_grid_placement(
@@ -162,7 +168,7 @@ def write_grids(
     code is an error.
     """
     validate_grids(grids)
-    lock_grid_writes(conn)
+    begin_grid_write(conn)
     codes = grids["code"].astype(str).tolist()
     replaced = codes if replace_existing else []
     placement_errors = check_grid_placement(conn, grids, replaced)
@@ -229,7 +235,7 @@ def read_grids(
 
 def retire_grid(conn: Connection, code: str) -> dict[str, object] | None:
     """Close the current version of `code` now; returns it, or None when there is none."""
-    lock_grid_writes(conn)
+    begin_grid_write(conn)
     row = (
         conn.execute(
             text(

@@ -10,36 +10,48 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 import shapely
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
+from api.db import libpq_url
+from api.services.grids import GRID_CHANGED_CHANNEL
 from geo.address import AddressMatch
 from geo.assign import GridIndex
 from geo.crs import convert
 
 log = logging.getLogger("gridcover.lookup")
 
-# The grids valid at :at, with their chain, in code order (the index's tie-break order).
-GRIDS_AT_SQL = """
+GRID_SELECT = """
 SELECT g.id, g.code, g.version, g.name, g.worker_name, g.worker_phone,
        ST_AsBinary(g.geom) AS wkb,
        v.code AS village_code, v.name AS village_name,
        t.code AS township_code, t.name AS township_name,
-       c.code AS county_code, c.name AS county_name
+       c.code AS county_code, c.name AS county_name,
+       g.valid_from, g.valid_to
 FROM grid g
 JOIN admin_area v ON v.code = g.village_code
 LEFT JOIN admin_area t ON t.code = v.parent_code
 LEFT JOIN admin_area c ON c.code = t.parent_code
-WHERE g.valid_from <= :at AND (g.valid_to IS NULL OR g.valid_to > :at)
-ORDER BY g.code
 """
+# The grids valid at :at, with their chain, in code order (the index's tie-break order).
+GRIDS_AT_SQL = (
+    GRID_SELECT
+    + "WHERE g.valid_from <= :at AND (g.valid_to IS NULL OR g.valid_to > :at) ORDER BY g.code"
+)
+# Rows written since a fingerprint: grid writers hold one lock and stamp versions with
+# clock_timestamp(), so new rows have larger ids and newly closed ones later valid_to.
+GRIDS_CHANGED_SQL = (
+    GRID_SELECT + "WHERE g.id > :max_id OR g.valid_to > :max_valid_to ORDER BY g.code, g.id"
+)
 GRID_COLUMNS = [
     "id",
     "code",
@@ -56,7 +68,11 @@ GRID_COLUMNS = [
     "county_name",
 ]
 # Changes whenever a grid is added, versioned, retired or removed.
-FINGERPRINT_SQL = "SELECT count(*), max(id), max(valid_from), max(valid_to) FROM grid"
+FINGERPRINT_SQL = """
+SELECT count(*) AS rows, count(*) FILTER (WHERE valid_to IS NULL) AS open_rows,
+       max(id) AS max_id, max(valid_to) AS max_valid_to
+FROM grid
+"""
 CHAIN_LEVELS = ("village", "township", "county")
 
 
@@ -83,15 +99,20 @@ def load_snapshot(
 ) -> GridSnapshot:
     """Read the grids valid at `at` (None: now) and index them.
 
-    With `previous`, an edit of names or workers reuses its index and an edit of a few
-    geometries patches it (geo.assign.GridIndex.updated); otherwise the index is built.
+    With a `previous` snapshot of now, only the rows written since are read; an edit of
+    names or workers then reuses its index and an edit of a few geometries patches it
+    (geo.assign.GridIndex.updated). Otherwise every row is read and the index built.
     """
     with engine.connect() as conn:
         fingerprint = tuple(conn.execute(text(FINGERPRINT_SQL)).one())
         moment = at or conn.execute(text("SELECT now()")).scalar_one()
-        frame = pd.DataFrame(conn.execute(text(GRIDS_AT_SQL), {"at": moment}).mappings().all())
-    if frame.empty:
-        frame = pd.DataFrame(columns=GRID_COLUMNS)
+        frame = None
+        if at is None and previous is not None and previous.at is None:
+            frame = _frame_after_changes(conn, previous, fingerprint, moment)
+        if frame is None:
+            rows = conn.execute(text(GRIDS_AT_SQL), {"at": moment}).mappings().all()
+            frame = pd.DataFrame(rows, columns=[*GRID_COLUMNS, "valid_from", "valid_to"])
+            frame = frame[GRID_COLUMNS]
     codes = frame["code"].astype(str).to_numpy()
     wkb = frame["wkb"].map(bytes).to_numpy()
     index = _reindex(previous, codes, wkb)
@@ -100,6 +121,39 @@ def load_snapshot(
         order = pd.Index(codes).get_indexer(index.codes)
         frame, wkb = frame.iloc[order].reset_index(drop=True), wkb[order]
     return GridSnapshot(index, frame.drop(columns="wkb"), at, fingerprint, wkb)
+
+
+def _frame_after_changes(
+    conn: Connection, previous: GridSnapshot, fingerprint: tuple[Any, ...], moment: datetime
+) -> pd.DataFrame | None:
+    """`previous`'s grids with the rows written since applied (code order, with wkb), or
+    None when the change is not one that writers make (rows removed): then read all."""
+    rows_before, _, max_id, max_valid_to = previous.fingerprint
+    rows_now, open_rows_now = fingerprint[0], fingerprint[1]
+    changed = pd.DataFrame(
+        conn.execute(
+            text(GRIDS_CHANGED_SQL),
+            {
+                "max_id": max_id if max_id is not None else 0,
+                "max_valid_to": max_valid_to or datetime.min.replace(tzinfo=UTC),
+            },
+        )
+        .mappings()
+        .all(),
+        columns=[*GRID_COLUMNS, "valid_from", "valid_to"],
+    )
+    added_rows = int((changed["id"] > (max_id or 0)).sum())
+    if rows_now != rows_before + added_rows:
+        return None
+    valid_now = (changed["valid_from"] <= moment) & (
+        changed["valid_to"].isna() | (changed["valid_to"] > moment)
+    )
+    before = previous.grids.assign(wkb=previous.wkb)
+    kept = before[~before["code"].isin(changed["code"])]
+    frame = pd.concat([kept, changed.loc[valid_now, GRID_COLUMNS]], ignore_index=True)
+    if len(frame) != open_rows_now:  # e.g. versions that open in the future: read all
+        return None
+    return frame.sort_values("code", kind="stable", ignore_index=True)
 
 
 # Above this many changed grids a full build is as quick as patching the index.
@@ -134,11 +188,16 @@ def _same_geometries(previous: GridSnapshot, codes: np.ndarray, wkb: np.ndarray)
 
 
 class GridLocator:
-    """Current and historical grid snapshots for one process, refreshed in the background."""
+    """Current and historical grid snapshots for one process, refreshed in the background.
 
-    def __init__(self, engine: Engine, refresh_interval_s: float = 0.25, history_size: int = 4):
+    Grid writers NOTIFY `GRID_CHANGED_CHANNEL` on commit, so an edit made by any process
+    reaches the index within milliseconds; a fingerprint poll every `poll_interval_s`
+    also catches rows written by hand in SQL.
+    """
+
+    def __init__(self, engine: Engine, poll_interval_s: float = 2.0, history_size: int = 4):
         self._engine = engine
-        self._interval = refresh_interval_s
+        self._poll_interval_s = poll_interval_s
         self._current: GridSnapshot | None = None
         self._history: OrderedDict[datetime, GridSnapshot] = OrderedDict()
         self._history_size = history_size
@@ -212,8 +271,12 @@ class GridLocator:
             self.current()
         except Exception:  # no database yet: the first lookup builds it
             log.warning("could not build the grid index at start-up", exc_info=True)
+        listener: psycopg.Connection | None = None
         while not self._stop.is_set():
-            self._wake.wait(self._interval)
+            if listener is None:
+                listener = self._listen()
+            if not self._wait_for_notice(listener):
+                listener = None  # the database went away; listen again when it is back
             self._wake.clear()
             if self._stop.is_set() or self._current is None:
                 continue
@@ -221,6 +284,35 @@ class GridLocator:
                 self.refresh_if_changed()
             except Exception:  # the database may be away for a while; keep the old index
                 log.warning("grid index refresh failed; keeping the previous one", exc_info=True)
+        if listener is not None:
+            listener.close()
+
+    def _listen(self) -> psycopg.Connection | None:
+        """A connection listening for grid writes, or None while the database is away."""
+        try:
+            url = self._engine.url.render_as_string(hide_password=False)
+            conn = psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=3)
+            conn.execute(f"LISTEN {GRID_CHANGED_CHANNEL}")
+            return conn
+        except psycopg.Error:
+            return None
+
+    def _wait_for_notice(self, listener: psycopg.Connection | None) -> bool:
+        """Block until a grid write is announced, `grids_changed` or `stop` is called, or
+        the poll interval passes; False when the listening connection broke."""
+        # Short slices, so that stop() and grids_changed() are noticed quickly.
+        deadline = time.monotonic() + self._poll_interval_s
+        while time.monotonic() < deadline and not self._wake.is_set():
+            if listener is None:
+                self._wake.wait(0.25)
+                continue
+            try:
+                if any(True for _ in listener.notifies(timeout=0.25, stop_after=1)):
+                    return True
+            except psycopg.Error:
+                listener.close()
+                return False
+        return listener is not None
 
 
 @dataclass(frozen=True)
