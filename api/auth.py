@@ -17,6 +17,7 @@ from enum import IntEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine, text
 
@@ -142,6 +143,17 @@ class KeyCache:
         self._checked_at = float("-inf")
         self._lock = threading.Lock()
 
+    def remembered(self, key: str) -> Principal | None:
+        """The principal of a remembered live key when no database check is due, else None
+        (then ask `principal`). Never does I/O, so it suits the event loop."""
+        if time.monotonic() - self._checked_at >= self._recheck_s:
+            return None
+        cached = self._live.get(hash_key(key))
+        if cached is None:
+            return None
+        principal, expires_at = cached
+        return principal if expires_at is None or expires_at > datetime.now(UTC) else None
+
     def principal(self, key: str) -> Principal | None:
         """The principal behind a live key, or None (unknown, revoked or expired)."""
         self._recheck()
@@ -185,7 +197,7 @@ class KeyCache:
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `gridcover keys create`")
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
@@ -198,7 +210,10 @@ def current_principal(
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return ANONYMOUS
-    principal = request.app.state.key_cache.principal(credentials.credentials)
+    cache: KeyCache = request.app.state.key_cache
+    principal = cache.remembered(credentials.credentials) or await run_in_threadpool(
+        cache.principal, credentials.credentials
+    )
     if principal is None:
         raise Problem(
             401,
