@@ -21,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine, text
 
+from api.audit import record_write
 from api.errors import GridcoverError, Problem
 
 KEY_PREFIX = "gck_"
@@ -65,6 +66,11 @@ class Principal:
     name: str = "anonymous"
     key_id: int | None = None
 
+    @property
+    def actor(self) -> str:
+        """Who the audit log names: the key's name and id (names need not be unique)."""
+        return self.name if self.key_id is None else f"{self.name} (key {self.key_id})"
+
     def can(self, permission: str) -> bool:
         return self.role >= PERMISSIONS[permission]
 
@@ -84,9 +90,15 @@ def parse_role(value: str) -> Role:
 
 
 def create_api_key(
-    conn: Connection, role: str, name: str, expires_at: datetime | None = None
+    conn: Connection,
+    role: str,
+    name: str,
+    expires_at: datetime | None = None,
+    *,
+    actor: str | None = None,
 ) -> tuple[int, str]:
-    """Store a new key (hashed) and return `(id, key)`; the key is not recoverable later."""
+    """Store a new key (hashed) and return `(id, key)`; the key is not recoverable later.
+    With `actor`, the creation is written to the audit log too."""
     parse_role(role)
     if not name.strip():
         raise GridcoverError("a key needs a non-empty --name saying who or what uses it")
@@ -104,16 +116,32 @@ def create_api_key(
             "expires_at": expires_at,
         },
     ).scalar_one()
+    if actor is not None:
+        after = {"name": name.strip(), "role": role, "expires_at": expires_at}
+        record_write(conn, actor, "create", "api_key", key_id, after=after)
     return key_id, key
 
 
-def revoke_api_key(conn: Connection, key_id: int) -> bool:
-    """Mark a key revoked; returns False when no live key has that id."""
+def revoke_api_key(conn: Connection, key_id: int, *, actor: str | None = None) -> bool:
+    """Mark a key revoked (audited with `actor`); False when no live key has that id."""
     result = conn.execute(
         text("UPDATE api_key SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
         {"id": key_id},
     )
+    if result.rowcount == 1 and actor is not None:
+        record_write(conn, actor, "revoke", "api_key", key_id)
     return result.rowcount == 1
+
+
+def list_api_keys(conn: Connection) -> list[dict[str, object]]:
+    """Every key's id, name, role, prefix and dates; never the key or its hash."""
+    rows = conn.execute(
+        text(
+            "SELECT id, name, role, key_prefix, created_at, expires_at, revoked_at "
+            "FROM api_key ORDER BY id"
+        )
+    ).mappings()
+    return [dict(row) for row in rows]
 
 
 LIVE_KEY_SQL = (

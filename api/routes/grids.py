@@ -6,30 +6,25 @@ next one; incidents keep pointing at the version they were assigned to.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import geopandas as gpd
-import numpy as np
 import orjson
-import shapely
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from api.audit import record_write
 from api.auth import Principal, require
 from api.errors import Problem
 from api.responses import GeoJSONResponse
+from api.routes.bodies import parse_geometry, refuse_uneditable, validated
 from api.routes.params import at_param, coord_sys_param
-from api.services.grids import begin_grid_write, read_grids, retire_grid, write_grids
-from geo.crs import convert_geometry
+from api.services import grids
+from api.services.grids import EDITABLE, grid_etag, read_grids
 
 router = APIRouter(prefix="/v1/grids", tags=["grids"])
 Admin = Annotated[Principal, Depends(require("write:grids"))]
 Reader = Annotated[Principal, Depends(require("read:public"))]
 NO_CONTROL_CHARS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
-EDITABLE = ("name", "kind", "households", "population", "worker_name", "worker_phone")
 
 
 class GridProperties(BaseModel):
@@ -84,34 +79,6 @@ def grid_feature(row: dict[str, Any], principal: Principal) -> dict[str, Any]:
     }
 
 
-def etag(row: dict[str, Any]) -> str:
-    return f'W/"{row["code"]}-v{row["version"]}"'
-
-
-def parse_geometry(geometry: dict[str, Any], coord_sys: str) -> shapely.Geometry:
-    """A GeoJSON geometry in `coord_sys` as a flat shapely geometry in WGS84."""
-    try:
-        shape = shapely.force_2d(shapely.from_geojson(orjson.dumps(geometry)))
-    except shapely.errors.GEOSException as exc:
-        raise Problem(
-            422, f"invalid geometry: {exc}", errors=[{"field": "geometry", "reason": str(exc)}]
-        ) from None
-    coords = shapely.get_coordinates(shape)
-    if not (
-        np.isfinite(coords).all()
-        and (np.abs(coords[:, 0]) <= 180).all()
-        and (np.abs(coords[:, 1]) <= 90).all()
-    ):
-        raise Problem(
-            422,
-            "geometry coordinates must be lon in [-180, 180] and lat in [-90, 90]",
-            errors=[{"field": "geometry", "reason": "coordinates out of range"}],
-        )
-    if coord_sys != "wgs84":
-        shape = convert_geometry(shape, coord_sys, "wgs84", max_segment_m=50.0)
-    return shape
-
-
 def current_or_404(request: Request, code: str, at: datetime | None = None) -> dict[str, Any]:
     with request.app.state.engine.connect() as conn:
         rows = read_grids(conn, code=code, at=at, limit=1)
@@ -151,7 +118,7 @@ def get_grid(
     at: Annotated[datetime | None, Depends(at_param)] = None,
 ) -> GeoJSONResponse:
     row = current_or_404(request, code, at)
-    return GeoJSONResponse(grid_feature(row, principal), headers={"ETag": etag(row)})
+    return GeoJSONResponse(grid_feature(row, principal), headers={"ETag": grid_etag(row)})
 
 
 @router.get(
@@ -176,21 +143,14 @@ def create_grid(
     feature: GridFeature,
     coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
 ) -> GeoJSONResponse:
-    props = feature.properties.model_dump()
-    frame = gpd.GeoDataFrame(
-        [props | {"village_code": props["code"][:12]}],
-        geometry=[parse_geometry(feature.geometry, coord_sys)],
-        crs=4326,
-    )
+    geometry = parse_geometry(feature.geometry, coord_sys)
     with request.app.state.engine.begin() as conn:
-        write_grids(conn, frame)
-        row = read_grids(conn, code=props["code"], limit=1)[0]
-        record_write(conn, admin.name, "create", "grid", row["code"], after=_audited(row))
+        row = grids.create_grid(conn, feature.properties.model_dump(), geometry, admin.actor)
     request.app.state.grid_locator.grids_changed()
     return GeoJSONResponse(
         grid_feature(row, admin),
         status_code=201,
-        headers={"ETag": etag(row), "Location": f"/v1/grids/{row['code']}"},
+        headers={"ETag": grid_etag(row), "Location": f"/v1/grids/{row['code']}"},
     )
 
 
@@ -207,71 +167,23 @@ def update_grid(
     coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
     if_match: Annotated[str | None, Header(description="ETag of the version you edited")] = None,
 ) -> GeoJSONResponse:
-    unknown = set(patch.properties) - set(EDITABLE)
-    if unknown:
-        raise Problem(
-            422,
-            f"cannot edit {', '.join(sorted(unknown))}; editable: " + ", ".join(EDITABLE),
-            errors=[
-                {"field": f"properties.{name}", "reason": "not editable"}
-                for name in sorted(unknown)
-            ],
-        )
+    refuse_uneditable(patch.properties, EDITABLE)
+    geometry = parse_geometry(patch.geometry, coord_sys) if patch.geometry else None
     with request.app.state.engine.begin() as conn:
-        begin_grid_write(conn)  # so the version compared below is the one we replace
-        rows = read_grids(conn, code=code, limit=1)
-        if not rows:
-            raise Problem(404, f"no grid {code}")
-        before = rows[0]
-        if if_match is not None and if_match != etag(before):
-            raise Problem(
-                412,
-                f"grid {code} changed since you read it: it is now version "
-                f"{before['version']}; read it again and repeat your edit",
-            )
-        merged = _validated({k: before[k] for k in (*EDITABLE, "code")} | patch.properties)
-        geometry = (
-            parse_geometry(patch.geometry, coord_sys)
-            if patch.geometry
-            else shapely.from_geojson(before["geometry"])
-        )
-        frame = gpd.GeoDataFrame(
-            [merged | {"village_code": before["village_code"]}], geometry=[geometry], crs=4326
-        )
-        write_grids(conn, frame, replace_existing=True)
-        after = read_grids(conn, code=code, limit=1)[0]
-        record_write(
-            conn, admin.name, "update", "grid", code, before=_audited(before), after=_audited(after)
-        )
+        # Checked against the current values for the messages; only the fields given are
+        # passed on, to merge with the version the service locks.
+        current = current_or_404(request, code)
+        merged = {k: current[k] for k in (*EDITABLE, "code")} | patch.properties
+        checked = validated(GridProperties, merged)
+        changes = {name: checked[name] for name in patch.properties}
+        after = grids.update_grid(conn, code, changes, geometry, if_match, admin.actor)
     request.app.state.grid_locator.grids_changed()
-    return GeoJSONResponse(grid_feature(after, admin), headers={"ETag": etag(after)})
+    return GeoJSONResponse(grid_feature(after, admin), headers={"ETag": grid_etag(after)})
 
 
 @router.delete("/{code}", status_code=204, summary="Retire a grid (its history stays)")
 def delete_grid(request: Request, admin: Admin, code: str) -> Response:
     with request.app.state.engine.begin() as conn:
-        retired = retire_grid(conn, code)
-        if retired is None:
-            raise Problem(404, f"no current grid {code}")
-        record_write(conn, admin.name, "retire", "grid", code, before=retired)
+        grids.retire_grid_audited(conn, code, admin.actor)
     request.app.state.grid_locator.grids_changed()
     return Response(status_code=204)
-
-
-def _validated(properties: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return GridProperties(**properties).model_dump()
-    except ValidationError as exc:
-        errors = [
-            {"field": "properties." + ".".join(map(str, e["loc"])), "reason": e["msg"]}
-            for e in exc.errors()
-        ]
-        raise Problem(
-            422, f"invalid {errors[0]['field']}: {errors[0]['reason']}", errors=errors
-        ) from None
-
-
-def _audited(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in row.items() if key != "geometry"} | {
-        "geometry_md5": hashlib.md5(row["geometry"].encode()).hexdigest()
-    }

@@ -7,10 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
-from api.audit import record_write
-from api.auth import Principal, create_api_key, require, revoke_api_key
+from api.auth import Principal, create_api_key, list_api_keys, require, revoke_api_key
 from api.errors import Problem
 
 router = APIRouter(prefix="/v1", tags=["keys"])
@@ -31,17 +29,7 @@ class KeyRequest(BaseModel):
 @router.get("/keys", summary="List API keys (never the keys themselves)")
 def list_keys(request: Request, _: Admin) -> dict[str, list[dict[str, object]]]:
     with request.app.state.engine.connect() as conn:
-        rows = (
-            conn.execute(
-                text(
-                    "SELECT id, name, role, key_prefix, created_at, expires_at, revoked_at "
-                    "FROM api_key ORDER BY id"
-                )
-            )
-            .mappings()
-            .all()
-        )
-    return {"keys": [dict(row) for row in rows]}
+        return {"keys": list_api_keys(conn)}
 
 
 @router.post("/keys", status_code=201, summary="Create an API key; the key is shown only here")
@@ -53,22 +41,13 @@ def create_key(body: KeyRequest, request: Request, admin: Admin) -> dict[str, ob
             errors=[{"field": "expires_at", "reason": "must be in the future"}],
         )
     with request.app.state.engine.begin() as conn:
-        key_id, key = create_api_key(conn, body.role, body.name, body.expires_at)
-        record_write(
-            conn,
-            admin.name,
-            "create",
-            "api_key",
-            key_id,
-            after={"name": body.name, "role": body.role, "expires_at": body.expires_at},
-        )
+        key_id, key = create_api_key(conn, body.role, body.name, body.expires_at, actor=admin.actor)
     return {"id": key_id, "name": body.name, "role": body.role, "key": key}
 
 
 @router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key")
 def revoke_key(key_id: int, request: Request, admin: Admin) -> None:
     with request.app.state.engine.begin() as conn:
-        if not revoke_api_key(conn, key_id):
+        if not revoke_api_key(conn, key_id, actor=admin.actor):
             raise Problem(404, f"no live API key with id {key_id}")
-        record_write(conn, admin.name, "revoke", "api_key", key_id)
     request.app.state.key_cache.forget_all()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from sqlalchemy import Connection, text
 
+from api.audit import record_write
+from api.errors import Problem
 from api.services.bulk import copy_frame, select_columns
 from api.services.validation import RowErrors, RowsRejected, as_multi
 
@@ -249,3 +254,73 @@ def retire_grid(conn: Connection, code: str) -> dict[str, object] | None:
         .first()
     )
     return dict(row) if row else None
+
+
+# -- single-grid edits (HTTP), each audited in its own transaction -----------------------------
+EDITABLE = ("name", "kind", "households", "population", "worker_name", "worker_phone")
+
+
+def grid_etag(row: dict[str, Any]) -> str:
+    return f'W/"{row["code"]}-v{row["version"]}"'
+
+
+def _audited(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "geometry"} | {
+        "geometry_md5": hashlib.md5(str(row["geometry"]).encode()).hexdigest()
+    }
+
+
+def create_grid(
+    conn: Connection, properties: dict[str, Any], geometry: shapely.Geometry, actor: str
+) -> dict[str, Any]:
+    """Add one grid (WGS84 outline); its village is its code's first 12 digits."""
+    frame = gpd.GeoDataFrame(
+        [properties | {"village_code": properties["code"][:12]}], geometry=[geometry], crs=4326
+    )
+    write_grids(conn, frame)
+    row = read_grids(conn, code=properties["code"], limit=1)[0]
+    record_write(conn, actor, "create", "grid", row["code"], after=_audited(row))
+    return row
+
+
+def update_grid(
+    conn: Connection,
+    code: str,
+    changes: dict[str, Any],
+    geometry: shapely.Geometry | None,
+    if_match: str | None,
+    actor: str,
+) -> dict[str, Any]:
+    """Close the grid's current version and open the next with `changes` (and a new
+    outline); 404 without a current version, 412 when `if_match` is not its ETag."""
+    begin_grid_write(conn)  # so the version compared below is the one replaced
+    rows = read_grids(conn, code=code, limit=1)
+    if not rows:
+        raise Problem(404, f"no grid {code}")
+    before = rows[0]
+    if if_match is not None and if_match != grid_etag(before):
+        raise Problem(
+            412,
+            f"grid {code} changed since you read it: it is now version "
+            f"{before['version']}; read it again and repeat your edit",
+        )
+    merged = {k: before[k] for k in (*EDITABLE, "code")} | changes
+    outline = geometry if geometry is not None else shapely.from_geojson(before["geometry"])
+    frame = gpd.GeoDataFrame(
+        [merged | {"village_code": before["village_code"]}], geometry=[outline], crs=4326
+    )
+    write_grids(conn, frame, replace_existing=True)
+    after = read_grids(conn, code=code, limit=1)[0]
+    record_write(
+        conn, actor, "update", "grid", code, before=_audited(before), after=_audited(after)
+    )
+    return after
+
+
+def retire_grid_audited(conn: Connection, code: str, actor: str) -> dict[str, object]:
+    """`retire_grid` with its audit row; 404 when the grid has no current version."""
+    retired = retire_grid(conn, code)
+    if retired is None:
+        raise Problem(404, f"no current grid {code}")
+    record_write(conn, actor, "retire", "grid", code, before=retired)
+    return retired
