@@ -20,7 +20,7 @@ from api.auth import KeyCache
 from api.db import make_engine, resolve_database_url
 from api.errors import GridcoverError, Problem
 from api.responses import ProblemResponse
-from api.routes import grid_import, grids, health, keys, lookup
+from api.routes import grid_import, grids, health, keys, lookup, ogc
 from api.services.addresses import AddressBook
 from api.services.lookup import GridLocator
 from api.services.validation import RowsRejected
@@ -165,4 +165,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(lookup.router)
     app.include_router(grid_import.router)
     app.include_router(grids.router)
+    ogc.OGCFeaturesFactory().register(app)
     return app

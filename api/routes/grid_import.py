@@ -180,7 +180,7 @@ async def _import(
             request.app.state.engine,
             path,
             entity,
-            actor=admin.name,
+            actor=admin.actor,
             coord_sys=coord_sys,
             layer=layer,
             skip_invalid=skip_invalid,
