@@ -20,7 +20,17 @@ from api.auth import KeyCache
 from api.db import make_engine, resolve_database_url
 from api.errors import GridcoverError, Problem
 from api.responses import ProblemResponse
-from api.routes import grid_import, grids, health, keys, lookup, ogc
+from api.routes import (
+    camera_import,
+    cameras,
+    coverage,
+    grid_import,
+    grids,
+    health,
+    keys,
+    lookup,
+    ogc,
+)
 from api.services.addresses import AddressBook
 from api.services.lookup import GridLocator
 from api.services.validation import RowsRejected
@@ -164,6 +174,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(keys.router)
     app.include_router(lookup.router)
     app.include_router(grid_import.router)
+    app.include_router(camera_import.router)
+    app.include_router(cameras.router)
+    app.include_router(coverage.router)
     app.include_router(grids.router)
     ogc.OGCFeaturesFactory().register(app)
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -34,6 +36,12 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
 app.add_typer(import_app, name="import")
 app.add_typer(grids_app, name="grids")
+coverage_app = typer.Typer(help="Camera coverage of the grids (DORI levels).", no_args_is_help=True)
+app.add_typer(coverage_app, name="coverage")
+
+
+# Who the audit log names for writes made from the command line.
+CLI_ACTOR = "cli"
 
 
 def settings() -> Settings:
@@ -131,21 +139,12 @@ def keys_create(
     expires_days: Annotated[int | None, typer.Option(min=1, help="expire after N days")] = None,
 ) -> None:
     """Create an API key; it is printed once, alone on the last line, and stored hashed."""
-    from api.audit import record_write
     from api.auth import create_api_key, parse_role
 
     parse_role(role)
     expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
     with engine().begin() as conn:
-        key_id, key = create_api_key(conn, role, name, expires_at)
-        record_write(
-            conn,
-            "cli",
-            "create",
-            "api_key",
-            key_id,
-            after={"name": name, "role": role, "expires_at": expires_at},
-        )
+        key_id, key = create_api_key(conn, role, name, expires_at, actor=CLI_ACTOR)
     say(f"created key {key_id} '{name}' with role {role}; store it now, it is not shown again:")
     typer.echo(key)
 
@@ -153,35 +152,29 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (id, name, role, state); never the keys themselves."""
-    from sqlalchemy import text
+    from api.auth import list_api_keys
 
     with engine().connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, name, role, key_prefix, revoked_at, expires_at FROM api_key ORDER BY id"
-            )
-        ).all()
+        rows = list_api_keys(conn)
     for row in rows:
         state = (
             "revoked"
-            if row.revoked_at
-            else f"expires {row.expires_at:%Y-%m-%d}"
-            if row.expires_at
+            if row["revoked_at"]
+            else f"expires {row['expires_at']:%Y-%m-%d}"
+            if row["expires_at"]
             else "active"
         )
-        typer.echo(f"{row.id}\t{row.role}\t{row.key_prefix}…\t{state}\t{row.name}")
+        typer.echo(f"{row['id']}\t{row['role']}\t{row['key_prefix']}…\t{state}\t{row['name']}")
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[int, typer.Argument(help="the id from `keys list`")]) -> None:
-    """Revoke a key at once."""
-    from api.audit import record_write
+    """Revoke a key; running servers refuse it within GRIDCOVER_KEY_RECHECK_S (1 s)."""
     from api.auth import revoke_api_key
 
     with engine().begin() as conn:
-        if not revoke_api_key(conn, key_id):
+        if not revoke_api_key(conn, key_id, actor=CLI_ACTOR):
             raise GridcoverError(f"no live key with id {key_id} (see `gridcover keys list`)")
-        record_write(conn, "cli", "revoke", "api_key", key_id)
     say(f"revoked key {key_id}")
 
 
@@ -196,8 +189,6 @@ def demo_load(
     if_empty: Annotated[bool, typer.Option(help="do nothing when data is already loaded")] = False,
 ) -> None:
     """Load the deterministic demo world (grids, cameras, roads, incidents, addresses)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from api.services.admin_areas import count_admin_areas
     from api.services.demo import load_demo
 
@@ -207,6 +198,32 @@ def demo_load(
             if count_admin_areas(conn):
                 say("demo: the database already holds data; nothing loaded")
                 return
+    with progress_bar("demo") as report:
+        written = load_demo(db, scale, seed, replace=replace, progress=report)
+    say("loaded: " + ", ".join(f"{count:,} {name}" for name, count in written.items()))
+
+
+# -- coverage -----------------------------------------------------------------------------
+@coverage_app.command("recompute")
+def coverage_recompute() -> None:
+    """Rebuild every camera FOV and every grid's coverage (edits keep it current anyway;
+    use this after changing GRIDCOVER_COVERAGE_* weights or editing tables by hand)."""
+    from api.services.coverage import recompute_all
+
+    with progress_bar("coverage") as report:
+        done = recompute_all(engine(), progress=report)
+    say(
+        f"coverage: {done['grids']:,} grids x 4 levels from {done['active_cameras']:,} working "
+        f"cameras (of {done['cameras']:,}); FOVs {done['fovs_s']:.1f} s, "
+        f"coverage {done['coverage_s']:.1f} s, writing {done['write_s']:.1f} s"
+    )
+
+
+@contextmanager
+def progress_bar(name: str) -> Iterator[Callable[[str, float], None]]:
+    """A rich progress bar for work that reports `(stage, fraction done)`."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description:<24}"),
         BarColumn(),
@@ -214,13 +231,12 @@ def demo_load(
         TimeElapsedColumn(),
     )
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("demo", total=1.0)
+        task = bar.add_task(name, total=1.0)
 
         def report(stage: str, fraction: float) -> None:
             bar.update(task, description=stage, completed=fraction)
 
-        written = load_demo(db, scale, seed, replace=replace, progress=report)
-    say("loaded: " + ", ".join(f"{count:,} {name}" for name, count in written.items()))
+        yield report
 
 
 # -- lookup -------------------------------------------------------------------------------

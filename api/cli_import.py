@@ -1,4 +1,4 @@
-"""`gridcover import grids|admin-areas FILE` and `gridcover grids uncovered`.
+"""`gridcover import grids|admin-areas|cameras FILE` and `gridcover grids uncovered`.
 
 Two typer apps that `api.cli` mounts as `import` and `grids`. Failures are
 `GridcoverError`s, which `api.cli.main` prints as one line; a rejected import adds the
@@ -16,7 +16,8 @@ import typer
 from api.errors import GridcoverError
 
 import_app = typer.Typer(
-    help="Import files: GeoJSON, GeoPackage, Shapefile (.shp or .zip), CSV (WKT or lon/lat).",
+    help="Import files: GeoJSON, GeoPackage, Shapefile (.shp or .zip), CSV (WKT or lon/lat), "
+    "GB/T 28181 Catalog XML (cameras).",
     no_args_is_help=True,
 )
 grids_app = typer.Typer(help="Checks on the stored grids.", no_args_is_help=True)
@@ -88,7 +89,8 @@ def _run_import(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from api.services.grid_import import ImportRejected, import_file
+    from api.services.grid_import import ImportRejected
+    from api.services.imports import import_file
 
     columns = (
         TextColumn("{task.description:<12}"),
@@ -176,6 +178,81 @@ def import_admin_areas(
 ) -> None:
     """Import counties, townships and villages (level and parent follow from the codes)."""
     _run_import("admin areas", file, coord_sys, layer, skip_invalid, repair, rejects)
+
+
+@import_app.command("cameras")
+def import_cameras(
+    file: Annotated[Path, typer.Argument(help="the file to import")],
+    coord_sys: CoordSysOption = None,
+    layer: LayerOption = None,
+    skip_invalid: SkipOption = False,
+    rejects: RejectsOption = None,
+) -> None:
+    """Import cameras (CSV, GeoJSON & co., GB/T 28181 Catalog .xml): every row is checked
+    first; without --skip-invalid one bad row means nothing is written. A catalogue's
+    directory entries are skipped; the coverage the new cameras add is computed at once."""
+    _run_import("cameras", file, coord_sys, layer, skip_invalid, False, rejects)
+
+
+@import_app.command("incidents")
+def import_incidents(
+    file: Annotated[Path, typer.Argument(help="the file to import")],
+    coord_sys: CoordSysOption = None,
+    layer: LayerOption = None,
+    rejects: RejectsOption = None,
+) -> None:
+    """Import historical incidents (CSV with lon/lat or WKT, GeoJSON & co.): category,
+    reported_at, optional description, channel, address, status, due_at, closed_at. Each
+    is assigned to the grid valid at its report time, like an intake; rows that resolve
+    to no grid are kept, unassigned. One bad row means nothing is written."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from api.services.incidents import calendar_of, import_incident_file
+    from api.services.validation import RowsRejected
+    from api.settings import get_settings
+
+    settings = get_settings()
+    engine = _engine()
+    try:
+        with Progress(
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def report(stage: str, fraction: float) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=1.0)
+                bar.update(tasks[stage], completed=fraction)
+
+            result = import_incident_file(
+                engine,
+                file,
+                actor="cli",
+                coord_sys=coord_sys,
+                layer=layer,
+                calendar=calendar_of(settings),
+                max_distance_m=settings.lookup_max_distance_m,
+                progress=report,
+            )
+    except RowsRejected as exc:
+        rows = [
+            {"row": e["row"], "code": e.get("id"), "field": e["field"], "reason": e["reason"]}
+            for e in exc.errors
+        ]
+        if rejects is not None:
+            _write_rejects(rejects, rows)
+        lines = [_row_line("row", row) for row in rows[:SHOWN_ERRORS]]
+        raise GridcoverError("\n".join([str(exc), *lines])) from None
+    finally:
+        engine.dispose()
+    _say(f"read {result.file}, coordinates {result.coordinates}")
+    typer.echo(result.summary())
 
 
 @grids_app.command("uncovered")

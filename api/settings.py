@@ -52,10 +52,65 @@ class Settings(BaseSettings):
         description="API keys are remembered per process; a key revoked elsewhere "
         "(CLI, another worker) stops working within this many seconds.",
     )
+    coverage_road_weight: float = Field(
+        default=0.5, ge=0, description="weight of road length in the public-space coverage"
+    )
+    coverage_place_weight: float = Field(
+        default=0.5, ge=0, description="weight of key places in the public-space coverage"
+    )
+    coverage_min_gap_m2: float = Field(
+        default=25.0,
+        ge=0,
+        description="gap polygons smaller than this are left out of gap listings (never "
+        "out of the ratios)",
+    )
+    tile_cache_mb: float = Field(
+        default=128.0,
+        ge=0,
+        description="vector tiles kept per server process, in MB, while their data hold (0: none)",
+    )
     lookup_max_distance_m: float = Field(
         default=5000.0,
         gt=0,
         description="A point in no grid answers with the nearest grid up to this far (metres).",
+    )
+    incident_work_periods: str = Field(
+        default="08:30-12:00,14:30-17:30",
+        pattern=r"^\s*\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}\s*(,\s*\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}\s*)*$",
+        description="working periods of a working day, local time; incident time limits "
+        "count only these hours",
+    )
+    incident_work_weekdays: str = Field(
+        default="mon-fri",
+        pattern=r"^(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?"
+        r"(,(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)*$",
+        description="working weekdays, e.g. mon-fri or mon-fri,sat",
+    )
+    incident_timezone: str = Field(
+        default="Asia/Shanghai", description="time zone of the working hours (IANA name)"
+    )
+    incident_holidays: str = Field(
+        default="",
+        pattern=r"^(\d{4}-\d{2}-\d{2}(\.\.\d{4}-\d{2}-\d{2})?(,\d{4}-\d{2}-\d{2}(\.\.\d{4}-\d{2}-\d{2})?)*)?$",
+        description="days off that would be working days (法定节假日): dates and ranges, "
+        "e.g. 2025-10-01..2025-10-08,2026-01-01",
+    )
+    incident_extra_workdays: str = Field(
+        default="",
+        pattern=r"^(\d{4}-\d{2}-\d{2}(\.\.\d{4}-\d{2}-\d{2})?(,\d{4}-\d{2}-\d{2}(\.\.\d{4}-\d{2}-\d{2})?)*)?$",
+        description="days worked that would be off (调休), same form as the holidays",
+    )
+    incident_duplicate_radius_m: float = Field(
+        default=100.0,
+        ge=0,
+        le=10_000,
+        description="open incidents of the same category this near (metres) are duplicate hints",
+    )
+    incident_duplicate_window_h: float = Field(
+        default=24.0,
+        ge=0,
+        le=24 * 365,
+        description="... and reported within this many hours of the new one",
     )
 
 

@@ -4,7 +4,8 @@
 multipart/form-data upload (field `file`) or as the raw request body (name it with the
 `filename` query parameter so its format can be told by extension when its first bytes
 do not). The body is streamed to a temporary folder and refused with 413 past
-`MAX_UPLOAD_BYTES`, before it is all received.
+`MAX_UPLOAD_BYTES`, before it is all received. `import_upload` (the upload, the
+import, the problems) serves the camera import (`api.routes.camera_import`) too.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from api.services.files import (
 )
 from api.services.grid_import import (
     ImportRejected,
+    ImportReport,
     UnknownVillage,
-    import_file,
     uncovered_feature_collection,
     uncovered_parts,
 )
+from api.services.imports import import_file
 
 router = APIRouter(prefix="/v1", tags=["grids"])
 Admin = Annotated[Principal, Depends(require("write:grids"))]
@@ -156,7 +158,16 @@ def village_uncovered(
     return GeoJSONResponse(uncovered_feature_collection(parts))
 
 
-async def _import(
+async def _import(request: Request, *arguments: Any) -> dict[str, Any]:
+    """`import_upload` of grids or admin areas, which point lookups then see at once."""
+    report = await import_upload(request, *arguments)
+    locator = getattr(request.app.state, "grid_locator", None)
+    if locator is not None and report.written:
+        locator.grids_changed()  # point lookups see the new grids (and villages) at once
+    return report.to_dict()
+
+
+async def import_upload(
     request: Request,
     entity: str,
     admin: Principal,
@@ -165,7 +176,10 @@ async def _import(
     skip_invalid: bool,
     repair: bool,
     filename: str | None,
-) -> dict[str, Any]:
+) -> ImportReport:
+    """Receive the uploaded file and import it (`api.services.imports.import_file`),
+    turning failures into problems: 422 rows rejected, 413 too large, 415 unknown format,
+    400 unreadable file or bad option."""
     try:
         coord_sys = normalise_coord_sys(coord_sys)
     except BadCoordSys as exc:
@@ -204,10 +218,7 @@ async def _import(
         raise Problem(400, str(exc)) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    locator = getattr(request.app.state, "grid_locator", None)
-    if locator is not None and report.written:
-        locator.grids_changed()  # point lookups see the new grids (and villages) at once
-    return report.to_dict()
+    return report
 
 
 # -- receiving the upload -------------------------------------------------------------------

@@ -19,11 +19,14 @@ from api.responses import GeoJSONResponse
 from api.routes.bodies import parse_geometry, refuse_uneditable, validated
 from api.routes.params import at_param, coord_sys_param
 from api.services import grids
+from api.services.features import invalidate_counts
 from api.services.grids import EDITABLE, grid_etag, read_grids
 
 router = APIRouter(prefix="/v1/grids", tags=["grids"])
 Admin = Annotated[Principal, Depends(require("write:grids"))]
 Reader = Annotated[Principal, Depends(require("read:public"))]
+# What a grid write may change (coverage rows of a retired version go with it).
+GRID_TABLES = ("grid", "coverage")
 NO_CONTROL_CHARS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
 
 
@@ -147,6 +150,7 @@ def create_grid(
     with request.app.state.engine.begin() as conn:
         row = grids.create_grid(conn, feature.properties.model_dump(), geometry, admin.actor)
     request.app.state.grid_locator.grids_changed()
+    invalidate_counts(*GRID_TABLES)
     return GeoJSONResponse(
         grid_feature(row, admin),
         status_code=201,
@@ -178,6 +182,7 @@ def update_grid(
         changes = {name: checked[name] for name in patch.properties}
         after = grids.update_grid(conn, code, changes, geometry, if_match, admin.actor)
     request.app.state.grid_locator.grids_changed()
+    invalidate_counts(*GRID_TABLES)
     return GeoJSONResponse(grid_feature(after, admin), headers={"ETag": grid_etag(after)})
 
 
@@ -186,4 +191,5 @@ def delete_grid(request: Request, admin: Admin, code: str) -> Response:
     with request.app.state.engine.begin() as conn:
         grids.retire_grid_audited(conn, code, admin.actor)
     request.app.state.grid_locator.grids_changed()
+    invalidate_counts(*GRID_TABLES)
     return Response(status_code=204)

@@ -13,6 +13,7 @@ from api.errors import GridcoverError
 from api.services.addresses import write_addresses
 from api.services.admin_areas import count_admin_areas, write_admin_areas
 from api.services.cameras import write_cameras
+from api.services.coverage import recompute_everything
 from api.services.grids import write_grids
 from api.services.incidents import ensure_default_categories, write_incidents
 from api.services.targets import write_key_places, write_roads
@@ -86,9 +87,10 @@ def load_demo(
         ("grids", lambda c: write_grids(c, world.grids, valid_from=DEMO_GRIDS_VALID_FROM)),
         ("roads", lambda c: write_roads(c, world.roads)),
         ("key places", lambda c: write_key_places(c, world.key_places)),
-        ("cameras", lambda c: write_cameras(c, world.cameras)),
+        ("cameras", lambda c: len(write_cameras(c, world.cameras))),
         ("incidents", lambda c: write_incidents(c, world.incidents)),
         ("addresses", lambda c: write_addresses(c, world.addresses)),
+        ("coverage", lambda c: recompute_everything(c)["coverage_rows"]),
     ]
     written: dict[str, int] = {}
     with engine.begin() as conn:

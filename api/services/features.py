@@ -58,6 +58,7 @@ from sqlalchemy.sql.selectable import FromClause
 from api.auth import Principal
 from api.cql2 import CQL2Error, Queryable, compile_filter, parse, parse_timestamp
 from api.errors import Problem
+from geo.camera import DORI_LEVELS
 
 # --- coordinate reference systems ------------------------------------------------------------
 
@@ -238,6 +239,7 @@ _coverage = _t(
     ("public_ratio", Float),
     ("camera_count", Integer),
     ("gap_m", None),
+    ("gap", None),  # gap_m in EPSG:4326, stored and indexed
 )
 _incident = _t(
     "incident",
@@ -264,7 +266,6 @@ _place_grid_code = (
     .scalar_subquery()
 )
 _coverage_grid = _coverage.join(_grid, _grid.c.id == _coverage.c.grid_id)
-DORI_LEVELS = ("detect", "observe", "recognize", "identify")
 
 
 def _admin_collection(level: str, plural: str, title: str) -> Collection:
@@ -466,7 +467,7 @@ COLLECTIONS: dict[str, Collection] = {
             ),
             keys=(_grid.c.code, _coverage.c.level),
             key_types=("string", "string"),
-            geometry=func.ST_Transform(_coverage.c.gap_m, 4326),
+            geometry=_coverage.c.gap,
             geometry_m=_coverage.c.gap_m,
             geometry_type="multipolygon",
             properties=(

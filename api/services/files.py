@@ -6,7 +6,9 @@ file's own row numbers, so that errors found later name the row the user can fin
 
 - GeoJSON, GeoPackage, Shapefile: the 1-based feature index (order in the file), index
   name `"feature"`;
-- CSV: the physical line number of the record (the header is line 1), index name `"line"`.
+- CSV: the physical line number of the record (the header is line 1), index name `"line"`;
+- GB/T 28181 Catalog XML (cameras): the 1-based `<Item>` number, index name `"item"`
+  (`api.services.gb28181_catalog`).
 
 Which coordinates the file holds is decided in this order: an explicit `coord_sys`
 (`wgs84`, `cgcs2000`, `gcj02`, `bd09` or `EPSG:nnnn`) wins over what the file declares,
@@ -44,8 +46,9 @@ from api.errors import GridcoverError
 from geo.crs import DEFAULT_MAX_SEGMENT_M, UnknownCoordSys, convert_geometry, parse_coord_sys
 
 SUPPORTED_FORMATS = (
-    "GeoJSON (.geojson, .json), GeoPackage (.gpkg), Shapefile (.shp, or a .zip holding one) "
-    "or CSV (.csv) with a WKT column or lon/lat columns"
+    "GeoJSON (.geojson, .json), GeoPackage (.gpkg), Shapefile (.shp, or a .zip holding one), "
+    "CSV (.csv) with a WKT column or lon/lat columns, or (cameras) a GB/T 28181 Catalog "
+    "response (.xml)"
 )
 
 # Zip archives are unpacked to disk before GDAL sees them, within these limits, so that a
@@ -144,6 +147,12 @@ def read_vector_file(
     if kind == "csv":
         frame, declared, errors = _read_csv(path, shown, encoding)
         fmt, row_kind, chosen_layer = "CSV", "line", None
+    elif kind == "xml":
+        # imported here: the catalogue reader builds on this module's errors
+        from api.services.gb28181_catalog import read_catalog
+
+        frame, errors = read_catalog(path, shown)
+        declared, fmt, row_kind, chosen_layer = None, _FORMAT_NAMES[kind], "item", None
     else:
         chosen_layer = _pick_layer(path, shown, layer) if kind == "gpkg" else None
         frame = _read_with_gdal(path, shown, kind, chosen_layer, encoding)
@@ -155,7 +164,13 @@ def read_vector_file(
     return VectorFile(frame, shown, fmt, chosen_layer, coords, row_kind, errors)
 
 
-_FORMAT_NAMES = {"geojson": "GeoJSON", "gpkg": "GeoPackage", "shp": "Shapefile", "csv": "CSV"}
+_FORMAT_NAMES = {
+    "geojson": "GeoJSON",
+    "gpkg": "GeoPackage",
+    "shp": "Shapefile",
+    "csv": "CSV",
+    "xml": "GB/T 28181 Catalog",
+}
 _EXTENSIONS = {
     ".geojson": "geojson",
     ".json": "geojson",
@@ -164,11 +179,13 @@ _EXTENSIONS = {
     ".zip": "zip",
     ".csv": "csv",
     ".txt": "csv",
+    ".xml": "xml",
 }
 
 
 def detect_format(path: Path, shown: str | None = None) -> str:
-    """`geojson`, `gpkg`, `shp`, `zip` or `csv`, from the file's first bytes, else its name."""
+    """`geojson`, `gpkg`, `shp`, `zip`, `csv` or `xml` (a GB/T 28181 Catalog), from the
+    file's first bytes, else its name."""
     with path.open("rb") as handle:
         head = handle.read(64)
     if head.startswith(b"SQLite format 3\x00"):
@@ -180,8 +197,13 @@ def detect_format(path: Path, shown: str | None = None) -> str:
     suffix = Path(shown or path.name).suffix.lower() or path.suffix.lower()
     # GDAL picks its driver from the content, so GeoJSON must look like JSON: a file named
     # .geojson holding, say, an OGR VRT would otherwise read other files of the server.
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+    text_head = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text_head.startswith(b"{"):
         return "geojson"
+    if text_head.startswith((b"<?xml", b"<Response")) or (
+        suffix == ".xml" and text_head.startswith((b"<", b"\xff\xfe<\x00", b"\xfe\xff\x00<"))
+    ):
+        return "xml"  # a GB/T 28181 Catalog (UTF-8, GB18030 or, by name only, UTF-16)
     if _EXTENSIONS.get(suffix) == "csv":
         return "csv"
     if suffix in _EXTENSIONS:  # named .geojson/.gpkg/.zip/.shp without their first bytes
@@ -287,7 +309,9 @@ def _pick_zip_member(folder: Path, shown: str, layer: str | None) -> tuple[Path,
                 stems,
             )
         return chosen[0], None
-    others = [p for p in files if _EXTENSIONS.get(p.suffix.lower()) in ("geojson", "gpkg", "csv")]
+    others = [
+        p for p in files if _EXTENSIONS.get(p.suffix.lower()) in ("geojson", "gpkg", "csv", "xml")
+    ]
     if len(others) == 1:
         return others[0], layer
     if not others:

@@ -5,7 +5,8 @@ collects every error of every stage (reading, row checks, checks against the sto
 villages and grids) before deciding anything: by default one bad row rejects the whole
 file (`ImportRejected`, nothing written); with `skip_invalid` the good rows are written
 through the entity's one write path (`write_grids`, `write_admin_areas`) and the bad
-ones come back in the report. Errors name rows as the user's file numbers them: the
+ones come back in the report. `api.services.imports.import_file` reads a file and runs
+these in one transaction. Errors name rows as the user's file numbers them: the
 frame's index (see `api.services.files`), `feature` (1-based) or CSV `line`.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -22,18 +22,15 @@ import numpy as np
 import pandas as pd
 import shapely
 from shapely.geometry import mapping
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
-from api.audit import record_write
 from api.errors import GridcoverError
 from api.services.admin_areas import LEVELS, validate_admin_areas, write_admin_areas
 from api.services.bulk import copy_frame
-from api.services.files import read_vector_file
 from api.services.grids import (
     AREA_TOLERANCE_M2,
     GRID_KINDS,
     SLIVER_HALF_WIDTH_M,
-    begin_grid_write,
     check_grid_placement,
     validate_grids,
     write_grids,
@@ -694,70 +691,6 @@ def _cascade_rejected_parents(
             return
         for p in orphans:
             errors.add(p, "parent_code", f"its parent {parents[p]} was rejected")
-
-
-# -- files ---------------------------------------------------------------------------------
-IMPORTERS: dict[str, Callable[..., ImportReport]] = {
-    "grids": import_grids,
-    "admin areas": import_admin_areas,
-}
-AUDIT_ENTITIES = {"grids": "grid", "admin areas": "admin_area"}
-
-
-def import_file(
-    engine: Engine,
-    path: str | Path,
-    entity: str,
-    *,
-    actor: str,
-    coord_sys: str | None = None,
-    layer: str | None = None,
-    skip_invalid: bool = False,
-    repair: bool = False,
-    name: str | None = None,
-    progress: Progress | None = None,
-) -> ImportReport:
-    """Read a file and import it (`entity`: "grids" or "admin areas") in one transaction,
-    with an audit row summarising it. Raises the errors of `read_vector_file` and
-    `ImportRejected`; nothing is written unless the import succeeds."""
-    _progress(progress, "reading", 0.0)
-    vector = read_vector_file(path, coord_sys=coord_sys, layer=layer, name=name)
-    _progress(progress, "reading", 1.0)
-    with engine.begin() as conn:
-        # One import at a time: two concurrent ones could each pass the overlap checks
-        # against what is stored and together write overlapping grids.
-        begin_grid_write(conn)
-        report = IMPORTERS[entity](
-            conn,
-            vector.frame,
-            skip_invalid=skip_invalid,
-            repair=repair,
-            read_errors=vector.errors,
-            progress=progress,
-        )
-        report.source = {
-            "file": vector.name,
-            "format": vector.format,
-            "layer": vector.layer,
-            "coordinates": vector.coords,
-        }
-        record_write(
-            conn,
-            actor,
-            "import",
-            AUDIT_ENTITIES[entity],
-            None,
-            after={
-                **report.source,
-                "read": report.read,
-                "written": report.written,
-                "rejected_rows": report.rejected_rows,
-                "repaired": len(report.repaired),
-                "skip_invalid": skip_invalid,
-                "repair": repair,
-            },
-        )
-    return report
 
 
 # -- 全域覆盖: the parts of villages no grid covers ------------------------------------------

@@ -158,7 +158,7 @@ def test_cameras_are_checked_row_by_row(conn):
 
 def test_good_cameras_get_defaults_and_metric_points(conn):
     jishou_village(conn)
-    assert write_cameras(conn, camera_rows(3)) == 3
+    assert len(write_cameras(conn, camera_rows(3))) == 3
     row = conn.execute(
         text("SELECT status, owner, ST_SRID(geom_m) AS srid FROM camera LIMIT 1")
     ).one()

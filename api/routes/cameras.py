@@ -1,0 +1,212 @@
+"""Cameras over HTTP: the registry (planners read, admins write) and the evidence lookup.
+
+Every edit brings the camera's FOVs and the coverage of the grids under its old and new
+FOVs up to date in the same transaction, so a read right after it is never stale.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from api.auth import Principal, require
+from api.errors import Problem
+from api.responses import GeoJSONResponse
+from api.routes.bodies import parse_geometry, refuse_uneditable, validated
+from api.routes.params import coord_sys_param
+from api.services.cameras import (
+    EDITABLE,
+    CameraFilter,
+    camera_etag,
+    cameras_visible,
+    create_camera,
+    delete_camera,
+    read_camera,
+    read_cameras,
+    update_camera,
+)
+from api.services.coverage import CAMERA_TABLES
+from api.services.features import invalidate_counts
+from geo.crs import convert, to_metric
+
+router = APIRouter(prefix="/v1/cameras", tags=["cameras"])
+Admin = Annotated[Principal, Depends(require("write:cameras"))]
+Reader = Annotated[Principal, Depends(require("read:cameras"))]
+Dispatcher = Annotated[Principal, Depends(require("read:cameras_visible"))]
+NO_CONTROL_CHARS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
+
+
+class CameraProperties(BaseModel):
+    """A camera as registered; `hfov_deg` defaults by kind (bullet 90°, dome/PTZ 360°)."""
+
+    gb_id: str = Field(pattern=r"^\d{20}$", description="GB/T 28181 device id, 20 digits")
+    name: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL_CHARS)
+    kind: Literal["bullet", "dome", "ptz"]
+    height_m: float = Field(default=4.0, ge=0, le=500, allow_inf_nan=False)
+    azimuth_deg: float = Field(
+        default=0.0, ge=0, lt=360, allow_inf_nan=False, description="clockwise from true north"
+    )
+    hfov_deg: float | None = Field(default=None, gt=0, le=360, allow_inf_nan=False)
+    resolution_h_px: int = Field(default=1920, gt=0, le=100_000)
+    range_m: float | None = Field(
+        default=None, gt=0, le=10_000, allow_inf_nan=False, description="caps every DORI range"
+    )
+    status: Literal["online", "offline", "fault"] = "online"
+    owner: Literal["public", "industry", "enterprise", "residential"] = "public"
+    installed_at: datetime | None = None
+
+
+class CameraFeature(BaseModel):
+    type: Literal["Feature"] = "Feature"
+    geometry: dict[str, Any]
+    properties: CameraProperties
+
+
+class CameraPatch(BaseModel):
+    """Only what is given changes; `geometry` moves the camera."""
+
+    geometry: dict[str, Any] | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+def camera_feature(row: dict[str, Any]) -> dict[str, Any]:
+    properties = {k: v for k, v in row.items() if k not in ("lon", "lat")}
+    return {
+        "type": "Feature",
+        "id": row["id"],
+        "geometry": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
+        "properties": properties,
+    }
+
+
+def _point(geometry: dict[str, Any], coord_sys: str) -> Any:
+    point = parse_geometry(geometry, coord_sys)
+    if point.geom_type != "Point":
+        raise Problem(
+            422,
+            f"a camera's geometry must be a Point, not a {point.geom_type}",
+            errors=[{"field": "geometry", "reason": "must be a Point"}],
+        )
+    return point
+
+
+async def bbox_param(
+    bbox: Annotated[str | None, Query(description="west,south,east,north in WGS84 degrees")] = None,
+) -> tuple[float, float, float, float] | None:
+    if bbox is None:
+        return None
+    try:
+        west, south, east, north = (float(v) for v in bbox.split(","))
+    except ValueError:
+        west = south = east = north = float("nan")
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise Problem(
+            400,
+            "bbox must be four numbers west,south,east,north with west < east, south < north",
+            errors=[{"field": "bbox", "in": "query", "reason": "invalid"}],
+        )
+    return west, south, east, north
+
+
+@router.get("", summary="Cameras, as GeoJSON", response_class=GeoJSONResponse)
+def list_cameras(
+    request: Request,
+    principal: Reader,
+    county_code: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    status: Annotated[Literal["online", "offline", "fault"] | None, Query()] = None,
+    kind: Annotated[Literal["bullet", "dome", "ptz"] | None, Query()] = None,
+    bbox: Annotated[tuple[float, float, float, float] | None, Depends(bbox_param)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> GeoJSONResponse:
+    where = CameraFilter(county_code, status, kind, bbox)
+    with request.app.state.engine.connect() as conn:
+        rows = read_cameras(conn, where, limit, offset)
+    return GeoJSONResponse(
+        {
+            "type": "FeatureCollection",
+            "numberReturned": len(rows),
+            "features": [camera_feature(row) for row in rows],
+        }
+    )
+
+
+# Declared before /{camera_id}, which it would otherwise match.
+@router.get("/visible", summary="Cameras that can see a point, best DORI level first")
+def visible(
+    request: Request,
+    principal: Dispatcher,
+    lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
+    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
+    coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
+) -> dict[str, Any]:
+    """Each camera whose field of view holds the point, with its distance (m), the bearing
+    of the point from it (degrees clockwise from north) and the finest DORI level it
+    reaches there (identify > recognize > observe > detect); offline cameras see nothing."""
+    lon_wgs, lat_wgs = convert(np.array([lon]), np.array([lat]), coord_sys, "wgs84")
+    x, y = to_metric(lon_wgs, lat_wgs)
+    with request.app.state.engine.connect() as conn:
+        cameras = cameras_visible(conn, float(x[0]), float(y[0]))
+    return {"point": [round(float(lon_wgs[0]), 7), round(float(lat_wgs[0]), 7)], "cameras": cameras}
+
+
+@router.get("/{camera_id}", summary="One camera", response_class=GeoJSONResponse)
+def get_camera(request: Request, principal: Reader, camera_id: int) -> GeoJSONResponse:
+    with request.app.state.engine.connect() as conn:
+        row = read_camera(conn, camera_id)
+    return GeoJSONResponse(camera_feature(row), headers={"ETag": camera_etag(row)})
+
+
+@router.post("", status_code=201, summary="Register a camera", response_class=GeoJSONResponse)
+def post_camera(
+    request: Request,
+    admin: Admin,
+    feature: CameraFeature,
+    coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
+) -> GeoJSONResponse:
+    """The county is the id's first six digits and must be where the point stands. The
+    camera's FOVs and its grids' coverage are computed before this answers."""
+    point = _point(feature.geometry, coord_sys)
+    with request.app.state.engine.begin() as conn:
+        row = create_camera(conn, feature.properties.model_dump(), point, admin.actor)
+    invalidate_counts(*CAMERA_TABLES)
+    return GeoJSONResponse(
+        camera_feature(row),
+        status_code=201,
+        headers={"ETag": camera_etag(row), "Location": f"/v1/cameras/{row['id']}"},
+    )
+
+
+@router.patch("/{camera_id}", summary="Edit or move a camera", response_class=GeoJSONResponse)
+def patch_camera(
+    request: Request,
+    admin: Admin,
+    camera_id: int,
+    patch: CameraPatch,
+    coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
+    if_match: Annotated[str | None, Header(description="ETag of the version you edited")] = None,
+) -> GeoJSONResponse:
+    refuse_uneditable(patch.properties, EDITABLE)
+    point = _point(patch.geometry, coord_sys) if patch.geometry else None
+    with request.app.state.engine.begin() as conn:
+        # Checked against the current values for the messages; only the fields given are
+        # passed on, to merge with the row as it is once locked.
+        current = read_camera(conn, camera_id)
+        merged = {name: current[name] for name in EDITABLE} | patch.properties
+        checked = validated(CameraProperties, merged)
+        changes = {name: checked[name] for name in patch.properties}
+        row = update_camera(conn, camera_id, changes, point, if_match, admin.actor)
+    invalidate_counts(*CAMERA_TABLES)
+    return GeoJSONResponse(camera_feature(row), headers={"ETag": camera_etag(row)})
+
+
+@router.delete("/{camera_id}", status_code=204, summary="Remove a camera")
+def remove_camera(request: Request, admin: Admin, camera_id: int) -> Response:
+    with request.app.state.engine.begin() as conn:
+        delete_camera(conn, camera_id, admin.actor)
+    invalidate_counts(*CAMERA_TABLES)
+    return Response(status_code=204)
