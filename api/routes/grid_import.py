@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, require
 from api.errors import GridcoverError, Problem
 from api.responses import GeoJSONResponse
+from api.services.features import invalidate_counts
 from api.services.files import (
     BadCoordSys,
     LayerChoice,
@@ -35,7 +36,7 @@ from api.services.grid_import import (
     uncovered_feature_collection,
     uncovered_parts,
 )
-from api.services.imports import import_file
+from api.services.imports import IMPORTERS, import_file
 
 router = APIRouter(prefix="/v1", tags=["grids"])
 Admin = Annotated[Principal, Depends(require("write:grids"))]
@@ -218,6 +219,7 @@ async def import_upload(
         raise Problem(400, str(exc)) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    invalidate_counts(*IMPORTERS[entity].tables)
     return report
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine
 from api.audit import record_write
 from api.errors import GridcoverError
 from api.services.camera_import import import_cameras
-from api.services.coverage import begin_camera_write
+from api.services.coverage import CAMERA_TABLES, begin_camera_write
 from api.services.files import read_vector_file
 from api.services.grid_import import (
     ImportReport,
@@ -39,15 +39,16 @@ class Importer:
     run: Callable[..., ImportReport]
     audit_entity: str
     begin_write: Callable[[Connection], None]
+    tables: tuple[str, ...]  # what it may change, for caches keyed on tables
 
 
 IMPORTERS: dict[str, Importer] = {
     # One grid import at a time: two concurrent ones could each pass the overlap checks
     # against what is stored and together write overlapping grids (villages alike).
-    "grids": Importer(import_grids, "grid", begin_grid_write),
-    "admin areas": Importer(import_admin_areas, "admin_area", begin_grid_write),
+    "grids": Importer(import_grids, "grid", begin_grid_write, ("grid",)),
+    "admin areas": Importer(import_admin_areas, "admin_area", begin_grid_write, ("admin_area",)),
     # Camera writes wait for each other, so a gb_id checked as free stays free.
-    "cameras": Importer(import_cameras, "camera", begin_camera_write),
+    "cameras": Importer(import_cameras, "camera", begin_camera_write, CAMERA_TABLES),
 }
 AUDIT_ENTITIES = {entity: importer.audit_entity for entity, importer in IMPORTERS.items()}
 
