@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test system lint bench clean
+.PHONY: run test system web lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gridcover needs Python >= 3.11: set PYTHON=/path/to/python3.11")'
@@ -20,13 +20,20 @@ $(STAMP): pyproject.toml
 system:
 	@scripts/install_system.sh
 
-run: $(STAMP) system
+# The web map (web/ -> api/static/): MapLibre GL JS from the npm registry, rebuilt when web/ changes.
+WEB_STAMP := api/static/.built
+$(WEB_STAMP): web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/*) | system
+	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
+web: $(WEB_STAMP)
+
+run: $(STAMP) system $(WEB_STAMP)
 	$(BIN)/gridcover db start
 	$(BIN)/gridcover db migrate
 	$(BIN)/gridcover demo load --if-empty
 	$(BIN)/gridcover serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) system
+test: $(STAMP) system $(WEB_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -34,4 +41,4 @@ lint: $(STAMP)
 
 clean:
 	-$(BIN)/gridcover db stop
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache web/node_modules api/static

@@ -30,6 +30,8 @@ from api.routes import (
     keys,
     lookup,
     ogc,
+    tiles,
+    web,
 )
 from api.services.addresses import AddressBook
 from api.services.lookup import GridLocator
@@ -179,4 +181,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(coverage.router)
     app.include_router(grids.router)
     ogc.OGCFeaturesFactory().register(app)
+    tiles.register(app)
+    web.register(app)
     return app

@@ -2,6 +2,7 @@
 # Installs the system packages gridcover needs, when they are missing:
 #   - PostGIS for the machine's PostgreSQL server (Debian: postgresql-<major>-postgis-3)
 #   - GDAL command-line tools (gdal-bin), used by the GIS-client tests
+#   - npm (builds the web map), Chromium and ChromeDriver (the browser tests)
 # On Debian as root it installs them with apt-get; elsewhere it says what to install.
 set -euo pipefail
 
@@ -20,6 +21,13 @@ else
     [ -f "$sharedir/extension/postgis.control" ] || missing+=("postgresql-$major-postgis-3")
 fi
 command -v ogrinfo >/dev/null 2>&1 || missing+=("gdal-bin")
+# The web map is built with npm (MapLibre GL JS) and tested in headless Chromium.
+command -v npm >/dev/null 2>&1 || missing+=("npm")
+command -v chromium >/dev/null 2>&1 || missing+=("chromium")
+command -v chromedriver >/dev/null 2>&1 || missing+=("chromium-driver")
+# A Chinese font, so the browser draws the page's place names (and its screenshots show them).
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || [ -n "$(fc-list :lang=zh 2>/dev/null)" ] \
+    || missing+=("fonts-wqy-microhei")
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

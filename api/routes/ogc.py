@@ -28,6 +28,7 @@ from api.cql2 import CHINA_STANDARD_TIME, parse_timestamp
 from api.errors import Problem
 from api.responses import ORJSON_OPTIONS
 from api.routes.params import at_param
+from api.routes.web import map_page, wants_html
 from api.services.features import (
     COLLECTIONS,
     CRS,
@@ -43,12 +44,14 @@ from api.services.features import (
     property_schemas,
     readable,
 )
+from api.services.tiles import tiled_collection
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
 SCHEMA_JSON = "application/schema+json"
 OPENAPI_JSON = "application/vnd.oai.openapi+json;version=3.0"
 REL_QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+REL_TILES = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 PUBLIC_MAX_AGE_S = 60
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
@@ -451,6 +454,11 @@ class OGCFeaturesFactory:
                 _link(f"{base}/items", "items", GEOJSON, "The features"),
                 _link(f"{base}/queryables", REL_QUERYABLES, SCHEMA_JSON, "Queryables"),
                 _link(f"{base}/schema", "describedby", SCHEMA_JSON, "Feature schema"),
+                *(
+                    [_link(f"{base}/tiles/WebMercatorQuad", REL_TILES, JSON, "Vector tiles")]
+                    if tiled_collection(collection.id)
+                    else []
+                ),
             ],
         }
 
@@ -458,8 +466,10 @@ class OGCFeaturesFactory:
         router = self.router
         store = self.store
 
-        @router.get("/", summary="Landing page", response_class=Response)
+        @router.get("/", summary="Landing page (the web map for browsers)", response_class=Response)
         def landing(request: Request, principal: Caller) -> Response:
+            if wants_html(request):
+                return map_page()
             base = _base(request)
             return cached_response(
                 request,
@@ -473,9 +483,11 @@ class OGCFeaturesFactory:
                         _link(f"{base}/api.html", "service-doc", "text/html", "API documentation"),
                         _link(f"{base}/conformance", "conformance", JSON, "Conformance classes"),
                         _link(f"{base}/collections", "data", JSON, "The collections"),
+                        _link(f"{base}/map", "alternate", "text/html", "The web map"),
                     ],
                 },
                 principal,
+                headers={"Vary": "Authorization, Accept"},
             )
 
         @router.get("/conformance", summary="Conformance classes", response_class=Response)

@@ -239,7 +239,6 @@ _coverage = _t(
     ("public_ratio", Float),
     ("camera_count", Integer),
     ("gap_m", None),
-    ("gap", None),  # gap_m in EPSG:4326, stored and indexed
 )
 _incident = _t(
     "incident",
@@ -467,7 +466,7 @@ COLLECTIONS: dict[str, Collection] = {
             ),
             keys=(_grid.c.code, _coverage.c.level),
             key_types=("string", "string"),
-            geometry=_coverage.c.gap,
+            geometry=func.ST_Transform(_coverage.c.gap_m, 4326),
             geometry_m=_coverage.c.gap_m,
             geometry_type="multipolygon",
             properties=(

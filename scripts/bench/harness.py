@@ -110,6 +110,7 @@ def open_loop_latency(
         async with httpx.AsyncClient(
             base_url=base,
             limits=httpx.Limits(max_connections=clients),
+            timeout=30,
             headers={"Authorization": f"Bearer {key}"},
         ) as http:
             start = time.perf_counter() + 0.1
