@@ -27,9 +27,11 @@ from api.routes import (
     grid_import,
     grids,
     health,
+    incidents,
     keys,
     lookup,
     ogc,
+    open311,
     tiles,
     web,
 )
@@ -180,6 +182,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(cameras.router)
     app.include_router(coverage.router)
     app.include_router(grids.router)
+    app.include_router(incidents.router)
+    app.include_router(open311.router)
     ogc.OGCFeaturesFactory().register(app)
     tiles.register(app)
     web.register(app)

@@ -24,6 +24,7 @@ import shapely
 from sqlalchemy import Connection, Engine, text
 
 from api.services.bulk import copy_frame
+from api.services.incidents import refresh_incident_gaps
 from geo import coverage as geo_coverage
 from geo.camera import ACTIVE_STATUSES, DORI_LEVELS
 from geo.coverage import FovSet, Places, Roads, public_ratio
@@ -402,6 +403,7 @@ def refresh_cameras(conn: Connection, camera_ids: Sequence[int], *, deleting: bo
         centres += conn.execute(text(FOV_CENTRES_SQL), {"ids": ids}).all()
     if grids:
         recompute_grids(conn, sorted(grids), coverage_settings())
+        refresh_incident_gaps(conn, sorted(grids))
     if centres:
         _refresh_h3_near(conn, np.array(centres, dtype=float), ids if deleting else [])
     return len(grids)
@@ -451,6 +453,7 @@ def recompute_everything(conn: Connection, progress: Progress | None = None) -> 
     conn.execute(text("TRUNCATE coverage, coverage_h3"))
     written = _write_coverage(conn, rows)
     _write_h3(conn, cells)
+    refresh_incident_gaps(conn)
     timings["write_s"] = time.perf_counter() - started
     report("done", 1.0)
     return {

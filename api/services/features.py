@@ -58,6 +58,7 @@ from sqlalchemy.sql.selectable import FromClause
 from api.auth import Principal
 from api.cql2 import CQL2Error, Queryable, compile_filter, parse, parse_timestamp
 from api.errors import Problem
+from api.services.incidents import FINISHED_STATES
 from geo.camera import DORI_LEVELS
 
 # --- coordinate reference systems ------------------------------------------------------------
@@ -498,10 +499,11 @@ COLLECTIONS: dict[str, Collection] = {
                     "overdue",
                     and_(
                         _incident.c.due_at.is_not(None),
-                        func.coalesce(_incident.c.closed_at, func.now()) > _incident.c.due_at,
+                        _incident.c.due_at < func.now(),
+                        _incident.c.status.not_in(FINISHED_STATES),
                     ),
                     "boolean",
-                    "Closed late, or open past its due time",
+                    "Open past its due time (as in /v1/incidents)",
                     volatile=True,
                 ),
             ),

@@ -323,7 +323,11 @@ CASES = [
         INCIDENTS + "reported_at >= '2025-07-01T00:00:00Z' AND category = 'dispute'",
     ),
     ("incidents", "due_at IS NULL AND NOT overdue", INCIDENTS + "due_at IS NULL"),
-    ("incidents", "overdue = TRUE", INCIDENTS + "false"),
+    (
+        "incidents",
+        "overdue = TRUE",
+        INCIDENTS + "due_at < now() AND status NOT IN ('closed', 'evaluated', 'rejected')",
+    ),
     (
         "incidents",
         "grid_code LIKE '4331010020%' AND S_INTERSECTS(geometry, BBOX(109.6, 28.0, 110.0, 28.5))",

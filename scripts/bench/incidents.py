@@ -1,0 +1,454 @@
+"""Benchmark: incident intake, statistics and bulk import on the full demo, ours vs PostGIS.
+
+In one run, on one scratch database holding the full demo world (dropped afterwards):
+- single intake with assignment over HTTP (`POST /v1/incidents`, a real server with
+  `--workers` processes): p50/p99 with 20 clients each reporting `--rate` incidents a
+  second on a fixed schedule (open loop; 40/s in all by default, some 15,000 times the
+  prefecture's yearly average of 82,000 cases), and 20 connections flat out (wrk:
+  the throughput ceiling); the mix is 75 % WGS84 points, 10 % GCJ-02 points, 15 %
+  gazetteer addresses, categories as the demo's; next to the baseline: a plain PostGIS
+  INSERT whose grid comes from a `ST_Contains` subquery, 20 connections flat out;
+- statistics of the demo year (`GET /v1/stats/incidents`) per level after a simulated
+  lifecycle, next to the baseline: a spatial join of incidents to grids with the gap
+  test and the event history aggregated at query time;
+- bulk import of the demo's 82,000 incidents from a GeoJSON file (`import_incident_file`,
+  what `gridcover import incidents` runs) next to the baseline: COPY into a staging
+  table and INSERT ... SELECT with a `ST_Contains` grid subquery;
+- how long `refresh_incident_gaps` takes over the whole year (the coverage hook).
+
+    .venv/bin/python scripts/bench/incidents.py [--seconds 15] [--workers 2] [--rate 2]
+Needs `wrk` (Debian: apt-get install wrk) for the saturated row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import httpx
+import numpy as np
+import psycopg
+import shapely
+from sqlalchemy import create_engine, text
+
+from api.auth import create_api_key
+from api.db import create_scratch_database, drop_scratch_database, libpq_url, resolve_database_url
+from api.embedded import free_port
+from api.migrate import upgrade
+from api.services.demo import load_demo
+from api.services.incidents import import_incident_file, refresh_incident_gaps
+from api.settings import get_settings
+from geo.crs import convert
+
+GRIDCOVER = str(Path(sys.executable).with_name("gridcover"))
+YEAR = {"from": "2025-01-01T00:00:00+08:00", "to": "2026-01-01T00:00:00+08:00"}
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
+
+
+# -- intake bodies ------------------------------------------------------------------------
+def intake_bodies(engine, n: int, seed: int = 5) -> list[dict]:
+    """Report bodies like the demo's: points where incidents happen, some GCJ-02, some
+    addresses instead of points."""
+    rng = np.random.default_rng(seed)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT category, ST_X(location) AS lon, ST_Y(location) AS lat, description "
+                "FROM incident TABLESAMPLE SYSTEM (10) LIMIT :n"
+            ),
+            {"n": n},
+        ).all()
+        addresses = (
+            conn.execute(
+                text("SELECT full_text FROM address TABLESAMPLE SYSTEM (10) LIMIT :n"),
+                {"n": n},
+            )
+            .scalars()
+            .all()
+        )
+    bodies = []
+    for i, row in enumerate(rows):
+        body = {"category": row.category, "description": row.description, "channel": "grid_app"}
+        draw = rng.random()
+        if draw < 0.15 and addresses:
+            body["address"] = addresses[i % len(addresses)]
+        elif draw < 0.25:
+            glon, glat = convert(row.lon, row.lat, "wgs84", "gcj02")
+            body |= {"lon": round(float(glon), 7), "lat": round(float(glat), 7)}
+            body |= {"coord_sys": "gcj02", "accuracy_m": 10}
+        else:
+            body |= {"lon": round(row.lon, 7), "lat": round(row.lat, 7), "accuracy_m": 5}
+        bodies.append(body)
+    return bodies
+
+
+def open_loop(port: int, key: str, bodies: list[dict], clients: int, rate: float, seconds: float):
+    """Latency (ms) of POSTs with `clients` each sending `rate` requests/s on a fixed
+    schedule, measured from the scheduled start (no coordinated omission)."""
+
+    async def client(number: int, http: httpx.AsyncClient, start: float, out: list[float]):
+        for k in range(int(seconds * rate)):
+            due = start + (k + number / clients) / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            response = await http.post(
+                "/v1/incidents", json=bodies[(number * 7919 + k) % len(bodies)]
+            )
+            if response.status_code != 201:
+                raise SystemExit(f"intake failed: {response.status_code} {response.text}")
+            out.append((time.perf_counter() - due) * 1e3)
+
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            limits=httpx.Limits(max_connections=clients),
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        ) as http:
+            start = time.perf_counter() + 0.1
+            await asyncio.gather(*(client(n, http, start, latencies) for n in range(clients)))
+        return latencies
+
+    return percentiles(asyncio.run(run())) | {"rps": clients * rate}
+
+
+def wrk_post(port: int, key: str, bodies: list[dict], seconds: int) -> dict[str, float]:
+    """p50/p99 (ms) and requests/s of POST /v1/incidents with 20 connections (wrk)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("bodies = {\n")
+        for body in bodies:
+            script.write("[==[" + json.dumps(body, ensure_ascii=False) + "]==],\n")
+        script.write("}\n")
+        script.write(
+            "i = 0\nrequest = function()\n  i = i % #bodies + 1\n"
+            '  return wrk.format("POST", "/v1/incidents", {["Authorization"] = "Bearer '
+            + key
+            + '", ["Content-Type"] = "application/json"}, bodies[i])\nend\n'
+        )
+    out = subprocess.run(
+        ["wrk", "-t2", "-c20", f"-d{seconds}s", "--latency", "-s", script.name,
+         f"http://127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    os.unlink(script.name)
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "p50": ms("50"),
+        "p99": ms("99"),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+BASELINE_INSERT = """
+INSERT INTO incident (category, description, channel, location, grid_id, grid_code,
+                      department, reported_at)
+SELECT %(category)s, %(description)s, 'hotline', p.geom, g.id, g.code, c.department, now()
+FROM (SELECT ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326) AS geom) p
+JOIN incident_category c ON c.code = %(category)s
+LEFT JOIN LATERAL (SELECT id, code FROM grid WHERE valid_to IS NULL
+                   AND ST_Contains(geom, p.geom) ORDER BY code LIMIT 1) g ON true
+RETURNING id
+"""
+
+
+def baseline_inserts(url: str, bodies: list[dict], clients: int, seconds: float) -> dict:
+    """A plain PostGIS INSERT with a ST_Contains grid subquery, one commit each, from
+    `clients` connections flat out (points only: PostGIS has no address matcher)."""
+    points = [b for b in bodies if "lon" in b and b.get("coord_sys", "wgs84") == "wgs84"]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def worker(number: int) -> None:
+        mine = []
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            k = number
+            while time.perf_counter() < stop:
+                body = points[k % len(points)]
+                k += clients
+                start = time.perf_counter()
+                conn.execute(BASELINE_INSERT, body).fetchone()
+                mine.append((time.perf_counter() - start) * 1e3)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return percentiles(latencies) | {"rps": len(latencies) / seconds}
+
+
+def start_server(url: str, workers: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDCOVER_")}
+    env |= {"GRIDCOVER_DATABASE_URL": url, "GRIDCOVER_LOG_LEVEL": "warning"}
+    server = subprocess.Popen(
+        [GRIDCOVER, "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                return server, port
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.terminate()
+            raise SystemExit("the server did not come up")
+        time.sleep(0.2)
+
+
+# -- statistics ---------------------------------------------------------------------------
+SIMULATE_LIFECYCLE = """
+SELECT setseed(0.42);
+-- Where each demo incident got to by now: most closed, some returned once on the way.
+CREATE TEMP TABLE fate AS
+SELECT id, reported_at, r,
+       CASE WHEN r < 0.03 THEN 'rejected' WHEN r < 0.05 THEN 'reported'
+            WHEN r < 0.07 THEN 'in_progress' WHEN r < 0.08 THEN 'feedback'
+            WHEN r < 0.80 THEN 'evaluated' ELSE 'closed' END AS status,
+       random() < 0.04 AS returned,
+       reported_at + (2 + 70 * random() ^ 2) * interval '1 hour' AS closed_at
+FROM (SELECT id, reported_at, random() AS r FROM incident) s;
+UPDATE incident i SET status = f.status,
+    handled = f.status IN ('feedback', 'closed', 'evaluated'),
+    return_count = CASE WHEN f.returned AND f.status IN ('closed', 'evaluated') THEN 1 ELSE 0 END,
+    closed_at = CASE WHEN f.status IN ('closed', 'evaluated') THEN f.closed_at END
+FROM fate f WHERE f.id = i.id;
+INSERT INTO incident_event (incident_id, at, actor, action, from_status, to_status)
+SELECT f.id, f.reported_at + make_interval(mins => 30), 'bench', a.action, NULL, NULL
+FROM fate f CROSS JOIN LATERAL (VALUES ('feedback'), ('close'), ('return')) a(action)
+WHERE (a.action = 'feedback' AND f.status IN ('feedback', 'closed', 'evaluated'))
+   OR (a.action = 'close' AND f.status IN ('closed', 'evaluated'))
+   OR (a.action = 'return' AND f.returned AND f.status IN ('closed', 'evaluated'));
+ANALYZE incident;
+ANALYZE incident_event;
+"""
+BASELINE_STATS = """
+WITH e AS (
+    SELECT incident_id, bool_or(action = 'feedback') AS fed_back,
+           bool_or(action = 'return') AS returned, max(at) FILTER (WHERE action = 'close') AS closed
+    FROM incident_event GROUP BY incident_id
+)
+SELECT v.code, count(*),
+       count(*) FILTER (WHERE i.status <> 'rejected') AS received,
+       count(*) FILTER (WHERE e.fed_back) AS handled,
+       count(*) FILTER (WHERE e.closed IS NOT NULL AND NOT e.returned) AS succeeded,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.closed_at - i.reported_at)),
+       count(*) FILTER (WHERE i.due_at < now() AND i.status NOT IN ('closed','evaluated','rejected')),
+       count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM camera_fov f WHERE f.level = 'detect'
+                                          AND ST_Intersects(f.geom, i.location)))
+FROM incident i
+JOIN grid g ON g.valid_to IS NULL AND ST_Contains(g.geom, i.location)
+JOIN admin_area v ON v.code = left(g.code, %(digits)s)
+LEFT JOIN e ON e.incident_id = i.id
+WHERE i.reported_at >= %(start)s AND i.reported_at < %(end)s
+GROUP BY v.code
+"""  # noqa: E501
+
+
+def stats_http(port: int, key: str, by: str, repeats: int) -> dict[str, float]:
+    times = []
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
+    ) as http:
+        http.get("/v1/stats/incidents", params={"by": by, **YEAR}).raise_for_status()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            http.get("/v1/stats/incidents", params={"by": by, **YEAR}).raise_for_status()
+            times.append((time.perf_counter() - start) * 1e3)
+    return percentiles(times)
+
+
+def baseline_stats(url: str, digits: int) -> float:
+    with psycopg.connect(libpq_url(url)) as conn:
+        start = time.perf_counter()
+        conn.execute(
+            BASELINE_STATS, {"digits": digits, "start": YEAR["from"], "end": YEAR["to"]}
+        ).fetchall()
+        return (time.perf_counter() - start) * 1e3
+
+
+# -- bulk ---------------------------------------------------------------------------------
+def bulk_import(engine, url: str, folder: Path) -> dict[str, float]:
+    """Ours (file -> assigned incidents) against COPY + INSERT ... SELECT ST_Contains."""
+    frame = gpd.read_postgis(
+        "SELECT category, description, channel, address, reported_at, location "
+        "FROM incident WHERE created_by = 'import' ORDER BY id",
+        engine,
+        geom_col="location",
+    )
+    frame["reported_at"] = frame["reported_at"].map(lambda t: t.isoformat())
+    path = folder / "incidents.geojson"
+    frame.to_file(path, driver="GeoJSON")
+    result, ours_s = timed(lambda: import_incident_file(engine, path, actor="bench import"))
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM incident WHERE created_by = 'bench import'"))
+    geoms = shapely.set_srid(frame.geometry.to_numpy(), 4326)
+    hexes = shapely.to_wkb(geoms, hex=True, include_srid=True)
+    with psycopg.connect(libpq_url(url)) as conn:
+        start = time.perf_counter()
+        conn.execute(
+            "CREATE TEMP TABLE staging (category text, description text, channel text, "
+            "address text, reported_at timestamptz, geom geometry(Point, 4326))"
+        )
+        with conn.cursor().copy(
+            "COPY staging (category, description, channel, address, reported_at, geom) FROM STDIN"
+        ) as copy:
+            for row, geom in zip(frame.itertuples(index=False), hexes, strict=True):
+                copy.write_row(
+                    (row.category, row.description, row.channel, row.address, row.reported_at,
+                     geom)
+                )  # fmt: skip
+        conn.execute(
+            "INSERT INTO incident (category, description, channel, address, reported_at, "
+            "location, grid_id, grid_code, department, created_by) "
+            "SELECT s.category, s.description, s.channel, s.address, s.reported_at, s.geom, "
+            "g.id, g.code, c.department, 'bench baseline' FROM staging s "
+            "JOIN incident_category c ON c.code = s.category "
+            "LEFT JOIN LATERAL (SELECT id, code FROM grid WHERE valid_from <= s.reported_at "
+            "AND (valid_to IS NULL OR valid_to > s.reported_at) AND ST_Contains(geom, s.geom) "
+            "ORDER BY code LIMIT 1) g ON true"
+        )
+        baseline_s = time.perf_counter() - start
+        conn.rollback()
+    return {"rows": result.written, "ours_s": ours_s, "baseline_s": baseline_s,
+            "assigned": result.assigned}  # fmt: skip
+
+
+def settle(url: str) -> None:
+    """Flush what the bulk steps wrote (a checkpoint, when the role may ask for one) and
+    let other work on the machine calm down a moment, so that the next measurement does
+    not pay for the previous one."""
+    with (
+        psycopg.connect(libpq_url(url), autocommit=True) as conn,
+        contextlib.suppress(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("CHECKPOINT")
+    time.sleep(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each HTTP run")
+    parser.add_argument("--workers", type=int, default=2, help="server processes")
+    parser.add_argument(
+        "--rate", type=float, default=2.0, help="intakes a second per client (open loop)"
+    )
+    args = parser.parse_args()
+
+    server_url = resolve_database_url(get_settings())
+    url = create_scratch_database(server_url, prefix="gridcover_bench_incidents")
+    folder = Path(tempfile.mkdtemp(prefix="gridcover_bench_"))
+    try:
+        upgrade(url)
+        engine = create_engine(url)
+        print("loading the full demo world ...", file=sys.stderr)
+        _, load_s = timed(lambda: load_demo(engine, "full", 0))
+        with engine.connect() as conn:
+            demo_rows = conn.execute(text("SELECT count(*) FROM incident")).scalar_one()
+        print("bulk import ...", file=sys.stderr)
+        bulk = bulk_import(engine, url, folder)
+        with engine.begin() as conn:
+            gaps, gaps_s = timed(lambda: refresh_incident_gaps(conn))
+        print("simulating a year of lifecycles ...", file=sys.stderr)
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            conn.execute(SIMULATE_LIFECYCLE)
+            conn.execute("VACUUM ANALYZE incident")  # what autovacuum does after a while
+        with engine.begin() as conn:
+            dispatcher = create_api_key(conn, "dispatcher", "bench")[1]
+        bodies = intake_bodies(engine, 4000)
+        settle(url)
+        print("serving it and measuring HTTP ...", file=sys.stderr)
+        server, port = start_server(url, args.workers)
+        try:
+            # Warm both workers (grid index, address matcher, connections, PROJ in each
+            # database backend), then let the address matchers finish building.
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"Authorization": f"Bearer {dispatcher}"},
+                timeout=120,
+            ) as http:
+                for body in bodies[:200]:
+                    http.post("/v1/incidents", json=body).raise_for_status()
+            open_loop(port, dispatcher, bodies[200:], 20, 1.0, 5)
+            steady = open_loop(port, dispatcher, bodies, 20, args.rate, args.seconds)
+            saturated = (
+                wrk_post(port, dispatcher, bodies, args.seconds) if shutil.which("wrk") else None
+            )
+            stats = {by: stats_http(port, dispatcher, by, 15) for by in
+                     ("grid", "village", "township", "county")}  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        settle(url)
+        print("baselines ...", file=sys.stderr)
+        baseline = baseline_inserts(url, bodies, 20, args.seconds)
+        stats_base = {by: baseline_stats(url, d) for by, d in (("village", 12), ("county", 6))}
+        engine.dispose()
+    finally:
+        drop_scratch_database(server_url, url)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(f"\nfull demo: {demo_rows:,} incidents (demo load {load_s:.0f} s); "
+          f"{args.workers} server workers, {os.cpu_count()} cores, "
+          f"load average at the end {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"\n{'single intake with assignment':<52}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
+    print(f"{f'ours: HTTP, 20 clients x {args.rate:g} req/s (steady)':<52}"
+          f"{steady['p50']:>9.2f}{steady['p99']:>9.2f}{steady['rps']:>9,.0f}")  # fmt: skip
+    if saturated:
+        print(f"{'ours: HTTP, 20 connections flat out (wrk)':<52}"
+              f"{saturated['p50']:>9.2f}{saturated['p99']:>9.2f}{saturated['rps']:>9,.0f}"
+              f"   errors: {saturated['errors']}")  # fmt: skip
+    print(f"{'baseline: SQL INSERT + ST_Contains, 20 conns (no HTTP)':<52}"
+          f"{baseline['p50']:>9.2f}{baseline['p99']:>9.2f}{baseline['rps']:>9,.0f}")  # fmt: skip
+    print(f"\n{'statistics of the demo year':<52}{'p50 ms':>9}{'p99 ms':>9}")
+    for by, t in stats.items():
+        print(f"{'ours: GET /v1/stats/incidents?by=' + by:<52}{t['p50']:>9.1f}{t['p99']:>9.1f}")
+    for by, ms in stats_base.items():
+        print(f"{'baseline: spatial join + events + gap test, ' + by:<52}{ms:>9.1f}")
+    print(f"\n{'bulk import':<52}{'seconds':>9}{'rows/s':>9}")
+    print(f"{'ours: GeoJSON file -> assigned incidents + events':<52}"
+          f"{bulk['ours_s']:>9.2f}{bulk['rows'] / bulk['ours_s']:>9,.0f}")  # fmt: skip
+    print(f"{'baseline: COPY + INSERT SELECT ST_Contains':<52}"
+          f"{bulk['baseline_s']:>9.2f}{bulk['rows'] / bulk['baseline_s']:>9,.0f}")  # fmt: skip
+    print(f"({bulk['rows']:,} rows, {bulk['assigned']:,} assigned to a grid)")
+    print(f"refresh_incident_gaps over every incident: {gaps_s:.2f} s ({gaps:,} rows changed)")
+
+
+if __name__ == "__main__":
+    main()
