@@ -17,7 +17,7 @@ from api.auth import Principal, require
 from api.errors import Problem
 from api.responses import GeoJSONResponse
 from api.routes.bodies import parse_geometry, refuse_uneditable, validated
-from api.routes.params import coord_sys_param
+from api.routes.params import bbox_param, coord_sys_param
 from api.services.cameras import (
     EDITABLE,
     CameraFilter,
@@ -92,24 +92,6 @@ def _point(geometry: dict[str, Any], coord_sys: str) -> Any:
             errors=[{"field": "geometry", "reason": "must be a Point"}],
         )
     return point
-
-
-async def bbox_param(
-    bbox: Annotated[str | None, Query(description="west,south,east,north in WGS84 degrees")] = None,
-) -> tuple[float, float, float, float] | None:
-    if bbox is None:
-        return None
-    try:
-        west, south, east, north = (float(v) for v in bbox.split(","))
-    except ValueError:
-        west = south = east = north = float("nan")
-    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise Problem(
-            400,
-            "bbox must be four numbers west,south,east,north with west < east, south < north",
-            errors=[{"field": "bbox", "in": "query", "reason": "invalid"}],
-        )
-    return west, south, east, north
 
 
 @router.get("", summary="Cameras, as GeoJSON", response_class=GeoJSONResponse)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import Principal, require
 from api.errors import Problem
 from api.responses import FastJSONResponse
-from api.routes.params import CHINA_STANDARD_TIME, CoordSys
+from api.routes.params import CHINA_STANDARD_TIME, CoordSys, bbox_param
 from api.services.incident_stats import incident_stats
 from api.services.incidents import (
     ACTIONS,
@@ -199,24 +199,6 @@ def post_incident(request: Request, principal: Writer, body: IncidentIn) -> Resp
     return FastJSONResponse(
         incident, status_code=201, headers={"Location": f"/v1/incidents/{incident['id']}"}
     )
-
-
-async def bbox_param(
-    bbox: Annotated[str | None, Query(description="west,south,east,north in WGS84 degrees")] = None,
-) -> tuple[float, float, float, float] | None:
-    if bbox is None:
-        return None
-    try:
-        west, south, east, north = (float(v) for v in bbox.split(","))
-    except ValueError:
-        west = south = east = north = float("nan")
-    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise Problem(
-            400,
-            "bbox must be four numbers west,south,east,north with west < east, south < north",
-            errors=[{"field": "bbox", "in": "query", "reason": "invalid"}],
-        )
-    return west, south, east, north
 
 
 def _choices(value: str | None, allowed: tuple[str, ...] | None, name: str) -> tuple[str, ...]:

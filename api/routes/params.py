@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import Query
 
+from api.errors import Problem
+
 CoordSys = Literal["wgs84", "cgcs2000", "gcj02", "bd09"]
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 
@@ -32,3 +34,21 @@ async def at_param(
     if at is not None and at.tzinfo is None:
         return at.replace(tzinfo=CHINA_STANDARD_TIME)
     return at
+
+
+async def bbox_param(
+    bbox: Annotated[str | None, Query(description="west,south,east,north in WGS84 degrees")] = None,
+) -> tuple[float, float, float, float] | None:
+    if bbox is None:
+        return None
+    try:
+        west, south, east, north = (float(v) for v in bbox.split(","))
+    except ValueError:
+        west = south = east = north = float("nan")
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise Problem(
+            400,
+            "bbox must be four numbers west,south,east,north with west < east, south < north",
+            errors=[{"field": "bbox", "in": "query", "reason": "invalid"}],
+        )
+    return west, south, east, north
