@@ -74,6 +74,7 @@ __all__ = [
     "DORI_LEVELS",
     "DORI_PPM",
     "LENS_HFOV_DEG",
+    "WIDE_HFOV_DEG",
     "dori_distance_m",
     "effective_hfov_deg",
     "fov_sectors",
@@ -277,16 +278,26 @@ def fov_sectors(
     theta = np.radians(span) / segments
     # Area of the polygon with vertices at r': n/2 · r'² · sin θ; the sector's: n/2 · r² · θ.
     scale = np.sqrt(theta / np.sin(theta))
+    # coordinates per group of equal vertex count, then one ragged-array construction
+    rows, rings = [], []
     for is_disc in (False, True):
         for k in np.unique(segments[ok & (disc == is_disc)]):
             idx = np.flatnonzero(ok & (disc == is_disc) & (segments == k))
-            out[idx] = _ring_polygons(
-                x[idx], y[idx], az_grid[idx], span[idx], r[idx] * scale[idx], int(k), is_disc
+            rows.append(idx)
+            rings.append(
+                _ring_coords(
+                    x[idx], y[idx], az_grid[idx], span[idx], r[idx] * scale[idx], int(k), is_disc
+                )
             )
+    idx = np.concatenate(rows)
+    counts = np.concatenate([np.full(len(c), c.shape[1]) for c in rings])
+    coords = np.concatenate([c.reshape(-1, 2) for c in rings])
+    offsets = (np.r_[0, np.cumsum(counts)], np.arange(len(idx) + 1))
+    out[idx] = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, offsets)
     return out
 
 
-def _ring_polygons(
+def _ring_coords(
     x: FloatArray,
     y: FloatArray,
     az_deg: FloatArray,
@@ -294,8 +305,9 @@ def _ring_polygons(
     r: FloatArray,
     segments: int,
     disc: bool,
-) -> NDArray[np.object_]:
-    """Polygons of ``len(x)`` sectors (or discs) with ``segments`` arc segments each."""
+) -> FloatArray:
+    """Closed exterior rings, ``(len(x), vertices, 2)``, of sectors (or discs) with
+    ``segments`` arc segments each."""
     if disc:
         # angles decreasing = counter-clockwise (azimuth runs clockwise)
         steps = -np.arange(segments + 1)[None, :] * (360.0 / segments)
@@ -313,8 +325,7 @@ def _ring_polygons(
         py[:, 0] = py[:, -1] = y
         px[:, 1:-1] = x[:, None] + r[:, None] * np.sin(ang)
         py[:, 1:-1] = y[:, None] + r[:, None] * np.cos(ang)
-    coords = np.stack([px, py], axis=-1)
-    return shapely.polygons(coords)
+    return np.stack([px, py], axis=-1)
 
 
 def fov_sectors_by_level(

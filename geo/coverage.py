@@ -90,8 +90,12 @@ recompute's. Roads and places need only cover the zones passed; pass
 from __future__ import annotations
 
 import math
+import mmap
 import multiprocessing
 import os
+import pickle
+import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -146,11 +150,12 @@ TWO_PI = 2.0 * math.pi
 # Cell sizes (metres) of the box joins: FOVs, edges (cut to this length) and road
 # segments; zone bounding boxes (for point location).
 _JOIN_CELL_M = 256.0
-_MIN_ARC_STEP = math.radians(2.0)
 # Sector edges of cameras on one pole closer than this (radians) are the same edge.
 _ANGLE_SNAP = 1e-9
 # Share of the cameras in the part computed by the calling process, of 1/workers.
-_FIRST_PART_SHARE = 0.9
+_FIRST_PART_SHARE = 1.0
+# Where forked workers leave their results for the parent to map (memory-backed).
+_SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Uncovered road stretches shorter than this (m) are rounding, not gaps.
 _MIN_GAP_LINE_M = 1e-3
 _MAX_ARC_STEP = math.radians(10.0)
@@ -441,7 +446,7 @@ class _BoxIndex:
 def _self_join(x0, y0, x1, y1, cell: float) -> tuple[IntArray, IntArray]:
     """All (i, j), i < j, of overlapping closed boxes (see :class:`_BoxIndex`)."""
     ids, keys = _cells(x0, y0, x1, y1, cell)
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)
     keys, ids = keys[order], ids[order]
     starts, counts = _group_starts(keys)
     # within each cell, every entry with every later entry
@@ -483,9 +488,26 @@ def _segment_boxes(
     return cols, owner
 
 
+def _unique(a: IntArray) -> IntArray:
+    """Sorted distinct values (by sorting: numpy 2's hash-based ``np.unique`` is many
+    times slower on the arrays here)."""
+    s = np.sort(a)
+    return s[_run_firsts(s)]
+
+
+def _unique_inverse(a: IntArray) -> tuple[IntArray, IntArray]:
+    """Sorted distinct values and, for each element, the index of its value."""
+    order = np.argsort(a, kind="stable")
+    s = a[order]
+    first = _run_firsts(s)
+    inv = np.empty(len(a), dtype=np.int64)
+    inv[order] = np.cumsum(first) - 1
+    return s[first], inv
+
+
 def _unique_pairs(i: IntArray, j: IntArray, nj: int) -> tuple[IntArray, IntArray]:
     """Distinct (i, j) pairs, sorted by i then j."""
-    key = np.unique(i * np.int64(max(nj, 1)) + j)
+    key = _unique(i * np.int64(max(nj, 1)) + j)
     return key // max(nj, 1), key % max(nj, 1)
 
 
@@ -636,7 +658,7 @@ class _Zones:
         if again.any():
             hit[again] = shapely.intersects(self.geoms[z[again]], pts[i[again]])
         i, z = i[hit], z[hit]
-        order = np.lexsort((z, i))
+        order = np.argsort(i * np.int64(len(self)) + z)
         i, z = i[order], z[order]
         first = _run_firsts(i)
         out[i[first]] = z[first]
@@ -1370,7 +1392,7 @@ def _star_star_crossings(st: _Stars, si: IntArray, sj: IntArray) -> tuple[_Cross
             )
         )  # fmt: skip
     bad_el = np.concatenate([np.r_[x, y] for x, y in bad]) if bad else np.zeros(0, np.int64)
-    return _Cross.concat(parts), np.unique(st.e_star[bad_el.astype(np.int64)])
+    return _Cross.concat(parts), _unique(st.e_star[bad_el.astype(np.int64)])
 
 
 def _star_edge_crossings(
@@ -1600,7 +1622,7 @@ def _level_pass(
     inst_e = st.el_start[pz_s][owner] + pos
     inst_z = pz_z[owner]
     inst_key = inst_e * nz + inst_z
-    order = np.argsort(inst_key, kind="stable")
+    order = np.argsort(inst_key)
     inst_e, inst_z, inst_key = inst_e[order], inst_z[order], inst_key[order]
     n_inst = len(inst_e)
     e_inst_count = np.bincount(inst_e, minlength=ne).astype(np.int64)
@@ -1649,7 +1671,7 @@ def _level_pass(
     in_start = np.ones(n_inst, dtype=np.int64)
     if inst_nonint.any():
         idx = np.flatnonzero(inst_nonint)
-        o2 = idx[np.lexsort((inst_e[idx], inst_z[idx]))]
+        o2 = idx[np.argsort(inst_z[idx] * np.int64(ne) + inst_e[idx])]
         e2, z2 = inst_e[o2], inst_z[o2]
         gfirst = np.r_[True, (z2[1:] != z2[:-1]) | (st.lobe[e2[1:]] != st.lobe[e2[:-1]])]
         lf_idx = o2[gfirst]
@@ -1700,7 +1722,7 @@ def _level_pass(
     gap = gap + np.bincount(z_of[kept], weights=g, minlength=nz)
 
     # zone edges within reach of a non-interior star: split at crossings, keep uncovered
-    cand_v, se_vi = np.unique(se_v, return_inverse=True)
+    cand_v, se_vi = _unique_inverse(se_v)
     nv = len(cand_v)
     ins_v, near_v = st.contains(se_s, zn.vx[se_v], zn.vy[se_v])
     bad_zone[zn.v_zone[se_v[near_v]]] = True
@@ -1949,6 +1971,7 @@ class _IsoPieces:
     ring: IntArray
     zone: IntArray
     start: IntArray
+    end: IntArray
     arc: BoolArray
     cx: FloatArray
     cy: FloatArray
@@ -1962,7 +1985,7 @@ def _iso_pieces(st: _Stars, e: IntArray, zone: IntArray, green: FloatArray) -> _
     """Pieces of the isolated stars' elements ``e`` (grouped by star, loops in order),
     each reversed, rings in reversed element order."""
     lobe = st.lobe[e]
-    order = np.lexsort((-e, lobe))  # per lobe, last element first
+    order = np.argsort(lobe * np.int64(len(st.kind)) + (len(st.kind) - 1 - e))  # last first
     e, zone, green, lobe = e[order], zone[order], green[order], lobe[order]
     ring = np.cumsum(_run_firsts(lobe)) - 1
     s = st.e_star[e]
@@ -1970,7 +1993,8 @@ def _iso_pieces(st: _Stars, e: IntArray, zone: IntArray, green: FloatArray) -> _
     return _IsoPieces(
         ring=ring,
         zone=zone,
-        start=e,  # a reversed element starts at the element's end node
+        start=e,  # a reversed element runs from the element's end node ...
+        end=st.prev[e],  # ... to its start node (its predecessor's end node)
         arc=arc,
         cx=st.cx[s],
         cy=st.cy[s],
@@ -2094,8 +2118,9 @@ def _assemble_gaps(
     """Gap MultiPolygons (EPSG:4546) of ``zones`` (sorted) from the boundary pieces.
 
     Arcs get vertices on the true circle, at angle steps whose chords stay within
-    ``tolerance_m`` of the arc (between 2° and 10°). Ring areas (shell or hole, and
-    the ``min_gap_m2`` filter) are the exact ones, from the pieces' Green integrals.
+    ``tolerance_m`` of the arc (2° to 10° apart, see :func:`_arc_step`). Ring areas
+    (shell or hole, and the ``min_gap_m2`` filter) are the exact ones, from the pieces'
+    Green integrals.
     Returns the geometries as ragged arrays (one MultiPolygon per zone of ``zones``,
     empty when fully covered) and the zones whose pieces do not close into rings
     (empty there: for the fallback).
@@ -2155,9 +2180,11 @@ def _assemble_gaps(
         cx, cy, r = np.r_[cx, iso.cx[mi]], np.r_[cy, iso.cy[mi]], np.r_[r, iso.r[mi]]
         f0, f1 = np.r_[f0, iso.f0[mi]], np.r_[f1, iso.f1[mi]]
         run = np.r_[run, np.zeros(int(mi.sum()), np.int64)]
+        end = np.r_[end, iso.end[mi]]
         n = len(zone)
     n_chain = len(head_zone)
     chain_pieces = np.bincount(ring_of, minlength=n_chain)
+    end_all = end
     # untouched rings of these zones, copied whole
     wr = pc.whole_rings[want[zn.ring_zone[pc.whole_rings]]]
     wr = wr[~bad[zn.ring_zone[wr]]]
@@ -2168,8 +2195,8 @@ def _assemble_gaps(
     rz = np.r_[head_zone, zn.ring_zone[wr]]
     nring = len(rz)
 
-    # vertices, ring by ring: each piece gives its start node, then its arc's interior
-    # vertices; whole rings their zone vertices; every ring closed
+    # vertices, ring by ring: each piece gives its start node, then its arc's (or run's)
+    # interior vertices; whole rings their zone vertices; every ring closed
     step, div = _arc_step(r, tolerance_m)
     hi, n_int = _arc_vertex_counts(f0, f1, r, step)
     n_int = np.where(arc, n_int, np.maximum(run - 1, 0))
@@ -2179,48 +2206,81 @@ def _assemble_gaps(
     cnt = 1 + n_int[perm]
     ring_len = np.r_[np.bincount(ring_of[perm], weights=cnt, minlength=n_chain), zn.ring_count[wr]]
     ring_len = ring_len.astype(np.int64) + 1
-    ring_off = np.r_[0, np.cumsum(ring_len)]
-    X = np.empty(int(ring_off[-1]))
-    Y = np.empty(int(ring_off[-1]))
-    # chain rings
-    first_v = np.cumsum(cnt) - cnt + ring_of[perm]  # +1 per earlier ring (closing vertex)
+    # offset of each piece's first vertex within its ring
+    csum = np.cumsum(cnt) - cnt
+    within = csum - np.repeat(csum[np.cumsum(chain_pieces) - chain_pieces], chain_pieces)
     sx, sy = pc.node_xy(zn, start[perm])
-    X[first_v] = sx
-    Y[first_v] = sy
-    ia = np.flatnonzero((n_int[perm] > 0) & arc[perm])
-    ir = np.flatnonzero((n_int[perm] > 0) & ~arc[perm])
-    if len(ir):
-        # runs of whole zone edges: the ring's next vertices, wrapping at its end
-        pr = perm[ir]
-        ow, kk = _expand(n_int[pr])
-        v0 = start[pr][ow] - _VERTEX_BASE
-        ring = zn.v_ring[v0]
-        pos = (v0 - zn.ring_start[ring] + 1 + kk) % zn.ring_count[ring]
-        src = zn.ring_start[ring] + pos
-        vi = first_v[ir][ow] + 1 + kk
-        X[vi] = zn.vx[src]
-        Y[vi] = zn.vy[src]
-    if len(ia):
-        pa = perm[ia]
-        ow, kk = _expand(n_int[pa])
-        pw = pa[ow]
-        # vertex angle (hi - k) steps of 360°/N: a table lookup, no trigonometry
-        d = div[pw]
-        t = _ARC_TABLE_OFFSET[d] + np.mod(hi[pw].astype(np.int64) - kk, _ARC_DIVISIONS[d])
-        vi = first_v[ia][ow] + 1 + kk
-        rw = r[pw]
-        X[vi] = cx[pw] + rw * _ARC_COS[t]
-        Y[vi] = cy[pw] + rw * _ARC_SIN[t]
-    # whole rings
-    if len(wr):
-        ow, kk = _expand(zn.ring_count[wr])
-        vi = ring_off[n_chain + ow] + kk
-        src = zn.ring_start[wr][ow] + kk
-        X[vi] = zn.vx[src]
-        Y[vi] = zn.vy[src]
-    closing = ring_off[1:] - 1
-    X[closing] = X[ring_off[:-1]]
-    Y[closing] = Y[ring_off[:-1]]
+    perm_ring = ring_of[perm]
+    has_int = n_int[perm] > 0
+    ia_all = np.flatnonzero(has_int & arc[perm])
+    ir_all = np.flatnonzero(has_int & ~arc[perm])
+
+    def emit(dest: IntArray, total: int) -> FloatArray:
+        """Vertices of the rings with ``dest >= 0``, ring r at ``dest[r]`` (EPSG:4546)."""
+        out = np.empty((total, 2))
+        pd_ = dest[perm_ring]
+        sel = pd_ >= 0
+        fv = pd_ + within  # first vertex of each piece (perm order)
+        out[fv[sel], 0] = sx[sel] + zn.ox
+        out[fv[sel], 1] = sy[sel] + zn.oy
+        ir = ir_all[sel[ir_all]]
+        if len(ir):
+            # runs of whole zone edges: the ring's next vertices, wrapping at its end
+            pr = perm[ir]
+            ow, kk = _expand(n_int[pr])
+            v0 = start[pr][ow] - _VERTEX_BASE
+            ring = zn.v_ring[v0]
+            src = zn.ring_start[ring] + (v0 - zn.ring_start[ring] + 1 + kk) % zn.ring_count[ring]
+            vi = fv[ir][ow] + 1 + kk
+            out[vi, 0] = zn.vx[src] + zn.ox
+            out[vi, 1] = zn.vy[src] + zn.oy
+        ia = ia_all[sel[ia_all]]
+        if len(ia):
+            pa = perm[ia]
+            ow, kk = _expand(n_int[pa])
+            pw = pa[ow]
+            # vertex angle (hi - k) steps of 360°/N: a table lookup, no trigonometry
+            d = div[pw]
+            t = _ARC_TABLE_OFFSET[d] + np.mod(hi[pw].astype(np.int64) - kk, _ARC_DIVISIONS[d])
+            vi = fv[ia][ow] + 1 + kk
+            rw = r[pw]
+            out[vi, 0] = cx[pw] + rw * _ARC_COS[t] + zn.ox
+            out[vi, 1] = cy[pw] + rw * _ARC_SIN[t] + zn.oy
+        wd = dest[n_chain:]
+        w = np.flatnonzero(wd >= 0)
+        if len(w):
+            ow, kk = _expand(zn.ring_count[wr[w]])
+            vi = wd[w][ow] + kk
+            src = zn.ring_start[wr[w]][ow] + kk
+            out[vi, 0] = zn.vx[src] + zn.ox
+            out[vi, 1] = zn.vy[src] + zn.oy
+        used = np.flatnonzero(dest >= 0)
+        out[dest[used] + ring_len[used] - 1] = out[dest[used]]  # close the rings
+        return out
+
+    def ring_point(rings: IntArray) -> tuple[FloatArray, FloatArray]:
+        """A point on each ring, not a vertex (EPSG:4546): the middle of its first piece
+        (an arc's middle, or the middle of its first straight edge)."""
+        px = np.empty(len(rings))
+        py = np.empty(len(rings))
+        chain = rings < n_chain
+        rc = rings[chain]
+        p = perm[(np.cumsum(chain_pieces) - chain_pieces)[rc]]  # each ring's first piece
+        x0, y0 = pc.node_xy(zn, start[p])
+        # the next vertex of a straight first piece: its end, or a run's second vertex
+        is_run = run[p] > 0
+        nxt = np.where(is_run, _VERTEX_BASE + zn.v_next[np.maximum(start[p] - _VERTEX_BASE, 0)],
+                       end_all[p])  # fmt: skip
+        x1, y1 = pc.node_xy(zn, nxt)
+        fm = 0.5 * (f0[p] + f1[p])
+        px[chain] = np.where(arc[p], cx[p] + r[p] * np.cos(fm), 0.5 * (x0 + x1)) + zn.ox
+        py[chain] = np.where(arc[p], cy[p] + r[p] * np.sin(fm), 0.5 * (y0 + y1)) + zn.oy
+        rw = wr[rings[~chain] - n_chain]
+        v0 = zn.ring_start[rw]
+        v1 = zn.v_next[v0]
+        px[~chain] = 0.5 * (zn.vx[v0] + zn.vx[v1]) + zn.ox
+        py[~chain] = 0.5 * (zn.vy[v0] + zn.vy[v1]) + zn.oy
+        return px, py
 
     # shells (gap on the left: counter-clockwise) and holes; holes go to the smallest
     # shell of their zone containing them
@@ -2236,20 +2296,27 @@ def _assemble_gaps(
         parent[holes[single]] = only[rz[holes[single]]]
         multi = holes[~single & (n_shell[rz[holes]] > 1)]
         if len(multi):
-            rs = ring_off[:-1]
-            lens = ring_len - 1
-            parent[multi] = _hole_parents(multi, sh, rz, X, Y, rs, lens, ring_area)
+            # the shells of these zones as polygons; each hole tested by a point on it
+            cand = sh[n_shell[rz[sh]] > 1]
+            dest = np.full(nring, -1, np.int64)
+            dest[cand] = np.cumsum(ring_len[cand]) - ring_len[cand]
+            xy = emit(dest, int(ring_len[cand].sum()))
+            hx, hy = ring_point(multi)
+            parent[multi] = _hole_parents(
+                multi, hx, hy, cand, dest[cand], ring_len[cand], xy, rz, ring_area
+            )
         bad[rz[holes[parent[holes] < 0]]] = True
     # polygon areas; small parts (and their holes) are left out of the output only
     poly_area = np.bincount(np.maximum(parent, 0), weights=ring_area, minlength=nring)
     keep_ring = (parent >= 0) & ~bad[rz]
     keep_ring &= poly_area[np.maximum(parent, 0)] >= min_gap_m2
     kr = np.flatnonzero(keep_ring)
-    kr = kr[np.lexsort((~shell[kr], parent[kr], rz[kr]))]  # zone, polygon, shell first
-    ow, kk = _expand(ring_len[kr])
-    src = ring_off[kr][ow] + kk
-    coords = np.stack([X[src] + zn.ox, Y[src] + zn.oy], axis=1)
+    key = (rz[kr] * np.int64(nring) + parent[kr]) * 2 + ~shell[kr]
+    kr = kr[np.argsort(key, kind="stable")]  # zone, polygon, shell first (then as built)
     out_ring_off = np.r_[0, np.cumsum(ring_len[kr])]
+    dest = np.full(nring, -1, np.int64)
+    dest[kr] = out_ring_off[:-1]
+    coords = emit(dest, int(out_ring_off[-1]))
     poly_first = np.flatnonzero(shell[kr])
     poly_off = np.r_[poly_first, len(kr)]
     zlist = np.asarray(zones, dtype=np.int64)
@@ -2284,40 +2351,38 @@ class _Ragged:
 
 def _hole_parents(
     holes: IntArray,
+    hx: FloatArray,
+    hy: FloatArray,
     shells: IntArray,
+    shell_off: IntArray,
+    shell_len: IntArray,
+    xy: FloatArray,
     rz: IntArray,
-    X: FloatArray,
-    Y: FloatArray,
-    rs: IntArray,
-    lens: IntArray,
     area: FloatArray,
 ) -> IntArray:
     """Smallest shell of the same zone containing each hole (-1: none).
 
-    A hole is tested by the midpoint of its first edge: rings do not cross or touch
-    there (lobes of one star touch only at their apex, a vertex).
+    ``shells`` are the candidate shells, their closed rings at ``shell_off`` in ``xy``;
+    a hole is tested by a point on it that is not a vertex (``hx``, ``hy``): rings do
+    not cross, and touch only at vertices (lobes of one star at their apex).
     """
-    so = shells[np.argsort(rz[shells], kind="stable")]
+    order = np.argsort(rz[shells], kind="stable")
+    so = shells[order]
     lo = np.searchsorted(rz[so], rz[holes], "left")
     hi = np.searchsorted(rz[so], rz[holes], "right")
     owner, k = _expand(hi - lo)
-    h = holes[owner]
-    s = so[lo[owner] + k]
-    hx = 0.5 * (X[rs[h]] + X[rs[h] + 1])
-    hy = 0.5 * (Y[rs[h]] + Y[rs[h] + 1])
-    us, inv = np.unique(s, return_inverse=True)
-    o, kk = _expand(lens[us] + 1)
-    idx = rs[us][o] + kk
-    polys = shapely.polygons(shapely.linearrings(np.stack([X[idx], Y[idx]], axis=1), indices=o))
+    si = order[lo[owner] + k]  # index into shells
+    o, kk = _expand(shell_len)
+    polys = shapely.polygons(shapely.linearrings(xy[shell_off[o] + kk], indices=o))
     shapely.prepare(polys)
-    inside = shapely.contains_xy(polys[inv], hx, hy)
-    h, s = h[inside], s[inside]
+    inside = shapely.contains_xy(polys[si], hx[owner], hy[owner])
+    h, s = owner[inside], shells[si[inside]]
     order = np.lexsort((area[s], h))
     h, s = h[order], s[order]
-    first = np.r_[True, h[1:] != h[:-1]] if len(h) else np.zeros(0, bool)
-    best = np.full(len(area), -1, np.int64)
+    first = _run_firsts(h)
+    best = np.full(len(holes), -1, np.int64)
     best[h[first]] = s[first]
-    return best[holes]
+    return best
 
 
 # --- segments and points against camera shapes ------------------------------------------------
@@ -2424,7 +2489,7 @@ def _merge_intervals(
     Returns the covered fraction per owner and the uncovered intervals (owner, lo, hi),
     including whole owners without any interval.
     """
-    order = np.lexsort((lo, owner))
+    order = _order_by(owner, lo)
     owner, lo, hi = owner[order], lo[order], hi[order]
     # running maximum of hi within each owner (owners are apart by 2 > any t)
     run = np.maximum.accumulate(owner * 2.0 + hi) if len(owner) else hi
@@ -2613,6 +2678,7 @@ class _LevelOut:
     gap_extra: dict[int, Any]  # zone -> geometry from the fallback
     road_gap: tuple[IntArray, FloatArray, FloatArray] | None  # (piece, t0, t1)
     place_uncovered: IntArray | None  # place indices
+    gap_geoms: tuple[IntArray, ObjArray] | None = None  # (zones, geometries) once built
 
 
 @dataclass
@@ -2897,11 +2963,27 @@ def _run_part(zone_idx: IntArray, job: _Job, progress: Progress) -> _PartResult:
 
 
 def _part_worker(conn: Any, zone_idx: IntArray, job: _Job) -> None:  # pragma: no cover
-    """Body of a forked worker: compute one part, send it back, exit at once."""
+    """Body of a forked worker: compute one part, send it back, exit at once.
+
+    The result's arrays (tens of MB) go through a file in shared memory (/dev/shm),
+    mapped by the parent, instead of through the pipe: only a small pickle is sent.
+    """
     try:
-        conn.send((True, _run_part(zone_idx, job, lambda stage, fraction: None)))
+        result = (True, _run_part(zone_idx, job, lambda stage, fraction: None))
     except BaseException:
-        conn.send((False, traceback.format_exc()))
+        result = (False, traceback.format_exc())
+    try:
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(result, protocol=5, buffer_callback=buffers.append)
+        lengths = [b.raw().nbytes for b in buffers]
+        path = None
+        if buffers:
+            fd, path = tempfile.mkstemp(prefix="gridcover-", dir=_SHM_DIR)
+            with os.fdopen(fd, "wb") as f:
+                for b, n in zip(buffers, lengths, strict=True):
+                    f.write(b.raw())
+                    f.write(bytes(-n % 64))  # keep every array 64-byte aligned
+        conn.send((data, path, lengths))
     finally:
         conn.close()
         os._exit(0)
@@ -2918,18 +3000,52 @@ def _run_parts(parts: list[IntArray], job: _Job, progress: Progress) -> list[_Pa
         proc = ctx.Process(target=_part_worker, args=(send, part, job), daemon=True)
         proc.start()
         send.close()
-        workers.append((recv, proc))
+        # read the result as soon as it comes (the pipe blocks the worker until then)
+        box: list[Any] = []
+        reader = threading.Thread(target=_receive, args=(recv, box), daemon=True)
+        reader.start()
+        workers.append((reader, box, proc))
     results = [_run_part(parts[0], job, progress)]
-    for recv, proc in workers:
-        try:
-            ok, payload = recv.recv()
-        except EOFError:
-            ok, payload = False, "the worker exited without a result"
+    # while the workers finish: this part's gap geometries
+    _build_gaps(results[0])
+    for reader, box, proc in workers:
+        reader.join()
         proc.join()
+        ok, payload = box[0]
         if not ok:
             raise RuntimeError(f"coverage worker failed:\n{payload}")
         results.append(payload)
     return results
+
+
+def _build_gaps(res: _PartResult) -> None:
+    """Turn a part's gap coordinates into geometries (once), freeing the coordinates."""
+    for o in res.levels.values():
+        if o.gap_ragged is not None:
+            o.gap_geoms = (o.gap_ragged.zones, o.gap_ragged.geometries())
+            o.gap_ragged = None
+
+
+def _receive(conn: Any, box: list[Any]) -> None:
+    """Read a worker's result (see :func:`_part_worker`) into ``box``."""
+    try:
+        data, path, lengths = conn.recv()
+        views = []
+        if path is not None:
+            with open(path, "rb") as f:
+                # a private copy-on-write mapping: the arrays stay writable
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if sum(lengths) else b""
+            os.unlink(path)
+            padded = np.asarray(lengths, dtype=np.int64)
+            padded += -padded % 64
+            offsets = np.r_[0, np.cumsum(padded)]
+            view = memoryview(mm)
+            views = [view[offsets[i] : offsets[i] + n] for i, n in enumerate(lengths)]
+        box.append(pickle.loads(data, buffers=views))
+    except (EOFError, OSError) as exc:
+        box.append((False, f"the worker exited without a result ({exc!r})"))
+    finally:
+        conn.close()
 
 
 # --- public API ------------------------------------------------------------------------
@@ -2954,7 +3070,7 @@ def _whole_gaps(polys: ObjArray, min_gap_m2: float) -> ObjArray:
     keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) >= min_gap_m2)
     parts, owner = parts[keep], owner[keep]
     if len(parts):
-        uo = np.unique(owner)
+        uo = _unique(owner)
         out[uo] = shapely.multipolygons(parts, indices=np.searchsorted(uo, owner))
     return out
 
@@ -2998,7 +3114,7 @@ def _road_gap_lines(
     lines = shapely.linestrings(np.stack([vx[o], vy[o]], axis=1), indices=vline[o])
     line_zone = zone[np.flatnonzero(~cont)]
     lo_ = np.argsort(line_zone, kind="stable")
-    uz = np.unique(line_zone)
+    uz = _unique(line_zone)
     out[uz] = shapely.multilinestrings(lines[lo_], indices=np.searchsorted(uz, line_zone[lo_]))
     return out
 
@@ -3120,8 +3236,9 @@ def _frame(
             pcov[zi, j] = o.places_covered
             fallback[zi, j] = o.fallback
             if gap is not None:
-                if o.gap_ragged is not None and len(o.gap_ragged.zones):
-                    gap[zi[o.gap_ragged.zones], j] = o.gap_ragged.geometries()
+                _build_gaps(res)
+                if o.gap_geoms is not None:
+                    gap[zi[o.gap_geoms[0]], j] = o.gap_geoms[1]
                 for z, g in o.gap_extra.items():
                     gap[zi[z], j] = g
             if road_gap is not None and o.road_gap is not None:
@@ -3239,29 +3356,34 @@ def place_gaps(
 
 def coverage_h3(
     fovs: FovSet,
-    level: str = "detect",
+    level: str | Sequence[str] = "detect",
     *,
     res: int = 9,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Covered fraction of every H3 cell (resolution ``res``, default 9) the FOVs reach.
 
-    Cells come from WGS 84 (:func:`geo.crs.from_metric` of the cameras, the H3
-    library on lon/lat); each cell's hexagon is converted vertex by vertex to
-    EPSG:4546 (its straight edges there differ from H3's great-circle edges by far
-    less than a millimetre at ~200 m). Coverage is then computed exactly as for grids.
-    Returns one row per cell with coverage: ``h3`` (cell id, str), ``cell_m2``,
-    ``covered_m2``, ``ratio`` — for heat maps.
+    ``level``: a DORI level, or several (computed together: candidate cells, their
+    polygons and the camera set-up are shared). Cells come from WGS 84
+    (:func:`geo.crs.from_metric` of the cameras, the H3 library on lon/lat); each
+    cell's hexagon is converted vertex by vertex to EPSG:4546 (its straight edges there
+    differ from H3's great-circle edges by far less than a millimetre at ~200 m).
+    Coverage is then computed exactly as for grids. Returns one row per (cell, level)
+    with coverage: ``h3`` (cell id, str), ``level``, ``cell_m2``, ``covered_m2``,
+    ``ratio`` — for heat maps.
     """
     import h3  # the only user of h3 here; keeps `import geo.coverage` light
 
-    k = _level_index(level)
+    levels = _check_levels([level] if isinstance(level, str) else level)
+    ks = [_level_index(v) for v in levels]
     report = progress or (lambda stage, fraction: None)
     empty = pd.DataFrame(
-        {"h3": np.zeros(0, object), "cell_m2": np.zeros(0), "covered_m2": np.zeros(0),
-         "ratio": np.zeros(0)}
+        {"h3": np.zeros(0, object), "level": np.zeros(0, object), "cell_m2": np.zeros(0),
+         "covered_m2": np.zeros(0), "ratio": np.zeros(0)}
     )  # fmt: skip
-    r = np.nan_to_num(fovs.ranges_m[:, k], nan=0.0) if len(fovs) else np.zeros(0)
+    if len(fovs) == 0 or not levels:
+        return empty
+    r = np.nan_to_num(fovs.ranges_m[:, ks], nan=0.0).max(axis=1)
     ok = (r > 0) & np.isfinite(fovs.x_m) & np.isfinite(fovs.y_m)
     if not ok.any():
         return empty
@@ -3269,10 +3391,11 @@ def coverage_h3(
     x, y, r = fovs.x_m[ok], fovs.y_m[ok], r[ok]
     lon, lat = from_metric(x, y)
     apex_cells = np.array([h3.latlng_to_cell(la, lo, res) for la, lo in zip(lat, lon, strict=True)])
-    # a cell meets a disc only if its centre is within r + edge of the apex; centres of
-    # neighbours are √3 edges apart (margins for the cells' size variation)
+    # a cell meets a disc only if its centre is within r + edge of the apex, itself
+    # within an edge of its cell's centre; ring-k centres are >= k √3 edges from that
+    # centre. Cells vary by a few % over a prefecture: 5 % margins.
     edge = math.sqrt(2.0 * h3.cell_area(apex_cells[0], unit="m^2") / (3.0 * math.sqrt(3.0)))
-    ring = np.ceil((r + 1.25 * edge) / (math.sqrt(3.0) * 0.8 * edge)).astype(np.int64)
+    ring = np.floor((r + 2.0 * 1.05 * edge) / (math.sqrt(3.0) * 0.95 * edge)).astype(np.int64)
     uniq: dict[str, int] = {}
     for cell, kk in zip(apex_cells.tolist(), ring.tolist(), strict=True):
         if uniq.get(cell, -1) < kk:
@@ -3283,27 +3406,29 @@ def coverage_h3(
     n_vert = np.array([len(b) for b in rings], dtype=np.int64)
     latlng = np.array([v for b in rings for v in b], dtype=np.float64)
     cx, cy = to_metric(latlng[:, 1], latlng[:, 0])
-    owner, kk = _expand(n_vert)
-    close = np.r_[0, np.cumsum(n_vert)][:-1]
-    ring_xy = np.stack([cx, cy], axis=1)
     # closed rings: each cell's vertices and its first vertex again
+    first = np.cumsum(n_vert) - n_vert
     o2, k2 = _expand(n_vert + 1)
-    src = close[o2] + np.where(k2 == n_vert[o2], 0, k2)
-    polys = shapely.polygons(shapely.linearrings(ring_xy[src], indices=o2))
-    del owner, kk
-    report("coverage", 0.5)
+    src = first[o2] + np.where(k2 == n_vert[o2], 0, k2)
+    polys = shapely.polygons(shapely.linearrings(np.stack([cx, cy], axis=1)[src], indices=o2))
     zn = _Zones.build(polys)
     S = _setup(zn, fovs)
-    st = S.stars(k)
-    pi, pj, ss, sv = S.level_pairs(k)
-    covered = _level_pass(zn, st, pi, pj, S.home, ss, sv, False).covered
+    frames = []
+    for n, (lv, k) in enumerate(zip(levels, ks, strict=True)):
+        report(f"{lv}: coverage", 0.5 + 0.5 * n / len(levels))
+        pi, pj, ss, sv = S.level_pairs(k)
+        covered = _level_pass(zn, S.stars(k), pi, pj, S.home, ss, sv, False).covered
+        m = covered > 0
+        frames.append(
+            pd.DataFrame(
+                {
+                    "h3": np.asarray(cells, dtype=object)[m],
+                    "level": lv,
+                    "cell_m2": zn.area[m],
+                    "covered_m2": covered[m],
+                    "ratio": np.clip(covered[m] / zn.area[m], 0.0, 1.0),
+                }
+            )
+        )
     report("done", 1.0)
-    m = covered > 0
-    return pd.DataFrame(
-        {
-            "h3": np.asarray(cells, dtype=object)[m],
-            "cell_m2": zn.area[m],
-            "covered_m2": covered[m],
-            "ratio": np.clip(covered[m] / zn.area[m], 0.0, 1.0),
-        }
-    )
+    return pd.concat(frames, ignore_index=True)

@@ -211,6 +211,30 @@ def test_input_validation():
     assert len(empty) == 0 and "gap" in empty
 
 
+def test_grid_with_a_hole_and_multipolygon():
+    outer = square(X0 - 100, Y0 - 100, 200)
+    inner = square(X0 - 30, Y0 - 30, 60)
+    donut = outer - inner
+    twin = shapely.MultiPolygon([square(X0 + 150, Y0 - 100, 50), square(X0 + 150, Y0 + 50, 50)])
+    grids = np.array([donut, inner, twin], dtype=object)
+    fovs = fovset(
+        [X0, X0 - 40, X0 + 160, X0 + 175, X0 + 99],
+        [Y0, Y0 + 40, Y0 - 75, Y0 + 75, Y0],
+        [0.0, 135.0, 0.0, 0.0, 90.0],
+        [360.0, 90.0, 360.0, 360.0, 60.0],
+        [45.0, 70.0, 30.0, 10.0, 80.0],
+    )
+    df = grid_coverage(["donut", "inner", "twin"], grids, fovs, levels=["detect"])
+    covered, count = reference(grids, fovs.polygons("detect", arc_step_deg=0.25))
+    np.testing.assert_allclose(df["covered_m2"], covered, rtol=1e-4)
+    assert df["camera_count"].tolist() == count.tolist()
+    assert shapely.is_valid(df["gap"].to_numpy()).all()
+    assert not df["fallback"].any()
+    union = shapely.union_all(fovs.polygons("detect", arc_step_deg=0.25))
+    for grid, gap in zip(grids, df["gap"], strict=True):
+        assert shapely.symmetric_difference(gap, grid - union).area <= 0.1 * gap.length + 1e-9
+
+
 # --- degenerate configurations: the shapely fallback ------------------------------------------
 
 QUAD = [
@@ -413,6 +437,12 @@ def test_h3_heat_map(world):
     assert h["covered_m2"].sum() == pytest.approx(union.area, rel=1e-4)
     assert h["h3"].str.len().eq(15).all() and h["ratio"].between(0, 1).all()
     assert h["cell_m2"].between(9e4, 1.1e5).all()
+    both = coverage_h3(fovs, ["observe", "identify"])
+    assert set(both["level"]) == {"observe", "identify"}
+    obs = both[both["level"] == "observe"].set_index("h3")["covered_m2"]
+    pd.testing.assert_series_equal(obs, h.set_index("h3")["covered_m2"], check_names=False)
+    fine = both[both["level"] == "identify"].set_index("h3")["covered_m2"]
+    assert (fine <= obs.reindex(fine.index) + 1e-6).all()
 
 
 # --- properties ---------------------------------------------------------------------------------
