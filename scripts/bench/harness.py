@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ from api.services.demo import load_demo
 from api.settings import get_settings
 
 GRIDCOVER = str(Path(sys.executable).with_name("gridcover"))
+# A full-scale server builds its grid index and address matcher before it answers /health.
+SERVER_START_TIMEOUT_S = 120
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -60,49 +65,74 @@ def demo_database(scale: str = "full", seed: int = 0) -> Iterator[tuple[str, Eng
         drop_scratch_database(server, url)
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running `gridcover serve`: its base URL and the process (parent of its workers)."""
+
+    base: str
+    process: subprocess.Popen
+
+
 @contextmanager
-def served(url: str, workers: int = 2) -> Iterator[str]:
-    """`gridcover serve` on `url` on a free loopback port; yields its base URL."""
+def serving(url: str, workers: int = 2) -> Iterator[Server]:
+    """`gridcover serve` on `url` on a free loopback port, up and answering /health."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDCOVER_")}
     env |= {"GRIDCOVER_DATABASE_URL": url, "GRIDCOVER_LOG_LEVEL": "warning"}
-    server = subprocess.Popen(
-        [GRIDCOVER, "serve", "--port", str(port), "--workers", str(workers)],
+    command = [GRIDCOVER, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             try:
                 if httpx.get(f"{base}/health", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            if time.monotonic() > deadline or server.poll() is not None:
+            if time.monotonic() > deadline or process.poll() is not None:
                 raise SystemExit("the server did not come up")
             time.sleep(0.2)
-        yield base
+        yield Server(base, process)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        process.terminate()
+        process.wait(timeout=30)
 
 
-def open_loop_latency(
-    base: str, key: str, paths: list[str], clients: int, rate_per_client: float, seconds: float
+@contextmanager
+def served(url: str, workers: int = 2) -> Iterator[str]:
+    """`gridcover serve` on `url` on a free loopback port; yields its base URL."""
+    with serving(url, workers) as server:
+        yield server.base
+
+
+def open_loop(
+    base: str,
+    key: str,
+    send: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    clients: int,
+    rate_per_client: float,
+    seconds: float,
 ) -> dict[str, float]:
-    """Latency (ms) of GETs with `clients` each sending `rate_per_client` requests/s on a
-    fixed schedule, measured from the scheduled start (no coordinated omission)."""
+    """Latency (ms) of requests with `clients` each sending `rate_per_client` requests/s on
+    a fixed schedule, measured from the scheduled start (no coordinated omission).
+    `send(http, i)` makes request number `i`; anything but a 2xx ends the run."""
 
     async def client(number: int, http: httpx.AsyncClient, start: float, out: list[float]):
         for k in range(int(seconds * rate_per_client)):
             due = start + (k + number / clients) / rate_per_client
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            path = paths[(number * 7919 + k) % len(paths)]
-            response = await http.get(path)
-            response.raise_for_status()
+            response = await send(http, number * 7919 + k)
+            if not response.is_success:
+                raise SystemExit(
+                    f"{response.request.method} {response.request.url.path} failed: "
+                    f"{response.status_code} {response.text[:500]}"
+                )
             out.append(time.perf_counter() - due)
 
     async def run() -> list[float]:
@@ -118,3 +148,46 @@ def open_loop_latency(
         return latencies
 
     return percentiles_ms(asyncio.run(run())) | {"rps": clients * rate_per_client}
+
+
+def open_loop_latency(
+    base: str, key: str, paths: list[str], clients: int, rate_per_client: float, seconds: float
+) -> dict[str, float]:
+    """`open_loop` of GETs cycling through `paths`."""
+    return open_loop(
+        base,
+        key,
+        lambda http, i: http.get(paths[i % len(paths)]),
+        clients,
+        rate_per_client,
+        seconds,
+    )
+
+
+def wrk(base: str, lua_script: str, seconds: int, connections: int = 20) -> dict[str, float]:
+    """p50/p99 (ms), requests/s and non-2xx/3xx count of `wrk` driving `base` flat out with
+    `connections` connections and `lua_script` (which builds the requests)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua_script)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+             base],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(script.name)
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "p50": ms("50"),
+        "p99": ms("99"),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "errors": int(errors.group(1)) if errors else 0,
+    }

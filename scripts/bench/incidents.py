@@ -17,19 +17,17 @@ In one run, on one scratch database holding the full demo world (dropped afterwa
 - how long `refresh_incident_gaps` takes over the whole year (the coverage hook).
 
     .venv/bin/python scripts/bench/incidents.py [--seconds 15] [--workers 2] [--rate 2]
+                                                [--scale full|small]
 Needs `wrk` (Debian: apt-get install wrk) for the saturated row.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,29 +39,15 @@ import httpx
 import numpy as np
 import psycopg
 import shapely
-from sqlalchemy import create_engine, text
+from harness import demo_database, open_loop, percentiles_ms, served, timed, wrk
+from sqlalchemy import text
 
 from api.auth import create_api_key
-from api.db import create_scratch_database, drop_scratch_database, libpq_url, resolve_database_url
-from api.embedded import free_port
-from api.migrate import upgrade
-from api.services.demo import load_demo
+from api.db import libpq_url
 from api.services.incidents import import_incident_file, refresh_incident_gaps
-from api.settings import get_settings
 from geo.crs import convert
 
-GRIDCOVER = str(Path(sys.executable).with_name("gridcover"))
 YEAR = {"from": "2025-01-01T00:00:00+08:00", "to": "2026-01-01T00:00:00+08:00"}
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
-
-
-def percentiles(ms: list[float]) -> dict[str, float]:
-    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
 
 
 # -- intake bodies ------------------------------------------------------------------------
@@ -103,69 +87,32 @@ def intake_bodies(engine, n: int, seed: int = 5) -> list[dict]:
     return bodies
 
 
-def open_loop(port: int, key: str, bodies: list[dict], clients: int, rate: float, seconds: float):
-    """Latency (ms) of POSTs with `clients` each sending `rate` requests/s on a fixed
-    schedule, measured from the scheduled start (no coordinated omission)."""
-
-    async def client(number: int, http: httpx.AsyncClient, start: float, out: list[float]):
-        for k in range(int(seconds * rate)):
-            due = start + (k + number / clients) / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            response = await http.post(
-                "/v1/incidents", json=bodies[(number * 7919 + k) % len(bodies)]
-            )
-            if response.status_code != 201:
-                raise SystemExit(f"intake failed: {response.status_code} {response.text}")
-            out.append((time.perf_counter() - due) * 1e3)
-
-    async def run() -> list[float]:
-        latencies: list[float] = []
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            limits=httpx.Limits(max_connections=clients),
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30,
-        ) as http:
-            start = time.perf_counter() + 0.1
-            await asyncio.gather(*(client(n, http, start, latencies) for n in range(clients)))
-        return latencies
-
-    return percentiles(asyncio.run(run())) | {"rps": clients * rate}
+def open_loop_intake(
+    base: str, key: str, bodies: list[dict], clients: int, rate: float, seconds: float
+) -> dict[str, float]:
+    """`open_loop` of POST /v1/incidents cycling through `bodies`."""
+    return open_loop(
+        base,
+        key,
+        lambda http, i: http.post("/v1/incidents", json=bodies[i % len(bodies)]),
+        clients,
+        rate,
+        seconds,
+    )
 
 
-def wrk_post(port: int, key: str, bodies: list[dict], seconds: int) -> dict[str, float]:
+def wrk_post(base: str, key: str, bodies: list[dict], seconds: int) -> dict[str, float]:
     """p50/p99 (ms) and requests/s of POST /v1/incidents with 20 connections (wrk)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write("bodies = {\n")
-        for body in bodies:
-            script.write("[==[" + json.dumps(body, ensure_ascii=False) + "]==],\n")
-        script.write("}\n")
-        script.write(
-            "i = 0\nrequest = function()\n  i = i % #bodies + 1\n"
-            '  return wrk.format("POST", "/v1/incidents", {["Authorization"] = "Bearer '
-            + key
-            + '", ["Content-Type"] = "application/json"}, bodies[i])\nend\n'
-        )
-    out = subprocess.run(
-        ["wrk", "-t2", "-c20", f"-d{seconds}s", "--latency", "-s", script.name,
-         f"http://127.0.0.1:{port}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout  # fmt: skip
-    os.unlink(script.name)
-
-    def ms(label: str) -> float:
-        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "p50": ms("50"),
-        "p99": ms("99"),
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "errors": int(errors.group(1)) if errors else 0,
-    }
+    script = (
+        "bodies = {\n"
+        + "".join("[==[" + json.dumps(body, ensure_ascii=False) + "]==],\n" for body in bodies)
+        + "}\n"
+        "i = 0\nrequest = function()\n  i = i % #bodies + 1\n"
+        '  return wrk.format("POST", "/v1/incidents", {["Authorization"] = "Bearer '
+        + key
+        + '", ["Content-Type"] = "application/json"}, bodies[i])\nend\n'
+    )
+    return wrk(base, script, seconds)
 
 
 BASELINE_INSERT = """
@@ -197,7 +144,7 @@ def baseline_inserts(url: str, bodies: list[dict], clients: int, seconds: float)
                 k += clients
                 start = time.perf_counter()
                 conn.execute(BASELINE_INSERT, body).fetchone()
-                mine.append((time.perf_counter() - start) * 1e3)
+                mine.append(time.perf_counter() - start)
         with lock:
             latencies.extend(mine)
 
@@ -206,30 +153,7 @@ def baseline_inserts(url: str, bodies: list[dict], clients: int, seconds: float)
         thread.start()
     for thread in threads:
         thread.join()
-    return percentiles(latencies) | {"rps": len(latencies) / seconds}
-
-
-def start_server(url: str, workers: int) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDCOVER_")}
-    env |= {"GRIDCOVER_DATABASE_URL": url, "GRIDCOVER_LOG_LEVEL": "warning"}
-    server = subprocess.Popen(
-        [GRIDCOVER, "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                return server, port
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.terminate()
-            raise SystemExit("the server did not come up")
-        time.sleep(0.2)
+    return percentiles_ms(latencies) | {"rps": len(latencies) / seconds}
 
 
 # -- statistics ---------------------------------------------------------------------------
@@ -281,17 +205,15 @@ GROUP BY v.code
 """  # noqa: E501
 
 
-def stats_http(port: int, key: str, by: str, repeats: int) -> dict[str, float]:
+def stats_http(base: str, key: str, by: str, repeats: int) -> dict[str, float]:
     times = []
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
-    ) as http:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
         http.get("/v1/stats/incidents", params={"by": by, **YEAR}).raise_for_status()
         for _ in range(repeats):
             start = time.perf_counter()
             http.get("/v1/stats/incidents", params={"by": by, **YEAR}).raise_for_status()
-            times.append((time.perf_counter() - start) * 1e3)
-    return percentiles(times)
+            times.append(time.perf_counter() - start)
+    return percentiles_ms(times)
 
 
 def baseline_stats(url: str, digits: int) -> float:
@@ -369,62 +291,57 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=2.0, help="intakes a second per client (open loop)"
     )
+    parser.add_argument(
+        "--scale", choices=("small", "full"), default="full", help="demo world (small: one county)"
+    )
     args = parser.parse_args()
 
-    server_url = resolve_database_url(get_settings())
-    url = create_scratch_database(server_url, prefix="gridcover_bench_incidents")
     folder = Path(tempfile.mkdtemp(prefix="gridcover_bench_"))
+    start = time.perf_counter()
     try:
-        upgrade(url)
-        engine = create_engine(url)
-        print("loading the full demo world ...", file=sys.stderr)
-        _, load_s = timed(lambda: load_demo(engine, "full", 0))
-        with engine.connect() as conn:
-            demo_rows = conn.execute(text("SELECT count(*) FROM incident")).scalar_one()
-        print("bulk import ...", file=sys.stderr)
-        bulk = bulk_import(engine, url, folder)
-        with engine.begin() as conn:
-            gaps, gaps_s = timed(lambda: refresh_incident_gaps(conn))
-        print("simulating a year of lifecycles ...", file=sys.stderr)
-        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-            conn.execute(SIMULATE_LIFECYCLE)
-            conn.execute("VACUUM ANALYZE incident")  # what autovacuum does after a while
-        with engine.begin() as conn:
-            dispatcher = create_api_key(conn, "dispatcher", "bench")[1]
-        bodies = intake_bodies(engine, 4000)
-        settle(url)
-        print("serving it and measuring HTTP ...", file=sys.stderr)
-        server, port = start_server(url, args.workers)
-        try:
-            # Warm both workers (grid index, address matcher, connections, PROJ in each
-            # database backend), then let the address matchers finish building.
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}",
-                headers={"Authorization": f"Bearer {dispatcher}"},
-                timeout=120,
-            ) as http:
-                for body in bodies[:200]:
-                    http.post("/v1/incidents", json=body).raise_for_status()
-            open_loop(port, dispatcher, bodies[200:], 20, 1.0, 5)
-            steady = open_loop(port, dispatcher, bodies, 20, args.rate, args.seconds)
-            saturated = (
-                wrk_post(port, dispatcher, bodies, args.seconds) if shutil.which("wrk") else None
-            )
-            stats = {by: stats_http(port, dispatcher, by, 15) for by in
-                     ("grid", "village", "township", "county")}  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        settle(url)
-        print("baselines ...", file=sys.stderr)
-        baseline = baseline_inserts(url, bodies, 20, args.seconds)
-        stats_base = {by: baseline_stats(url, d) for by, d in (("village", 12), ("county", 6))}
-        engine.dispose()
+        with demo_database(args.scale) as (url, engine):
+            # Includes creating and migrating the scratch database (a few seconds).
+            load_s = time.perf_counter() - start
+            with engine.connect() as conn:
+                demo_rows = conn.execute(text("SELECT count(*) FROM incident")).scalar_one()
+            print("bulk import ...", file=sys.stderr)
+            bulk = bulk_import(engine, url, folder)
+            with engine.begin() as conn:
+                gaps, gaps_s = timed(lambda: refresh_incident_gaps(conn))
+            print("simulating a year of lifecycles ...", file=sys.stderr)
+            with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+                conn.execute(SIMULATE_LIFECYCLE)
+                conn.execute("VACUUM ANALYZE incident")  # what autovacuum does after a while
+            with engine.begin() as conn:
+                dispatcher = create_api_key(conn, "dispatcher", "bench")[1]
+            bodies = intake_bodies(engine, 4000)
+            settle(url)
+            print("serving it and measuring HTTP ...", file=sys.stderr)
+            with served(url, args.workers) as base:
+                # Warm both workers (grid index, address matcher, connections, PROJ in each
+                # database backend), then let the address matchers finish building.
+                with httpx.Client(
+                    base_url=base, headers={"Authorization": f"Bearer {dispatcher}"}, timeout=120
+                ) as http:
+                    for body in bodies[:200]:
+                        http.post("/v1/incidents", json=body).raise_for_status()
+                open_loop_intake(base, dispatcher, bodies[200:], 20, 1.0, 5)
+                steady = open_loop_intake(base, dispatcher, bodies, 20, args.rate, args.seconds)
+                saturated = (
+                    wrk_post(base, dispatcher, bodies, args.seconds)
+                    if shutil.which("wrk")
+                    else None
+                )
+                stats = {by: stats_http(base, dispatcher, by, 15) for by in
+                         ("grid", "village", "township", "county")}  # fmt: skip
+            settle(url)
+            print("baselines ...", file=sys.stderr)
+            baseline = baseline_inserts(url, bodies, 20, args.seconds)
+            stats_base = {by: baseline_stats(url, d) for by, d in (("village", 12), ("county", 6))}
     finally:
-        drop_scratch_database(server_url, url)
         shutil.rmtree(folder, ignore_errors=True)
 
-    print(f"\nfull demo: {demo_rows:,} incidents (demo load {load_s:.0f} s); "
+    print(f"\n{args.scale} demo: {demo_rows:,} incidents (demo load {load_s:.0f} s); "
           f"{args.workers} server workers, {os.cpu_count()} cores, "
           f"load average at the end {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"\n{'single intake with assignment':<52}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")

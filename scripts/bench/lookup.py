@@ -9,49 +9,27 @@ In one run, on one scratch database holding the full demo world (dropped afterwa
 - how long a grid edit takes to reach the answers of the running server.
 
     .venv/bin/python scripts/bench/lookup.py [--points 1000000] [--seconds 15] [--workers 2]
+                                             [--scale full|small]
 Needs `wrk` (Debian: apt-get install wrk) for the HTTP part.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import geopandas as gpd
 import httpx
 import numpy as np
 import psycopg
 import shapely
-from sqlalchemy import create_engine
+from harness import demo_database, open_loop_latency, percentiles_ms, served, timed, wrk
 
 from api.auth import create_api_key
-from api.db import (
-    create_scratch_database,
-    drop_scratch_database,
-    libpq_url,
-    resolve_database_url,
-)
-from api.embedded import free_port
-from api.migrate import upgrade
-from api.services.demo import load_demo
+from api.db import libpq_url
 from api.services.lookup import load_snapshot, resolve_points
-from api.settings import get_settings
-
-GRIDCOVER = str(Path(sys.executable).with_name("gridcover"))
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
 
 
 def sample_points(grids: gpd.GeoDataFrame, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -118,82 +96,19 @@ def postgis_single_latency(url: str, lon: np.ndarray, lat: np.ndarray) -> dict[s
                 "ST_Covers(geom, ST_SetSRID(ST_MakePoint(%s, %s), 4326)) ORDER BY code LIMIT 1",
                 (float(x), float(y)),
             ).fetchone()
-            times.append((time.perf_counter() - start) * 1e3)
-    return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))}
+            times.append(time.perf_counter() - start)
+    return percentiles_ms(times)
 
 
-def wrk_latency(port: int, key: str, paths: list[str], seconds: int) -> dict[str, float]:
+def wrk_latency(base: str, key: str, paths: list[str], seconds: int) -> dict[str, float]:
     """p50/p99 (ms) and requests/s of GET /v1/lookup with 20 connections."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write("paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n")
-        script.write(
-            "i = 0\nrequest = function()\n  i = i % #paths + 1\n"
-            f'  return wrk.format("GET", paths[i], {{["Authorization"] = "Bearer {key}"}})\n'
-            "end\n"
-        )
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t2",
-            "-c20",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            script.name,
-            f"http://127.0.0.1:{port}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(script.name)
-
-    def ms(label: str) -> float:
-        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "p50": ms("50"),
-        "p99": ms("99"),
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "errors": int(errors.group(1)) if errors else 0,
-    }
-
-
-def open_loop_latency(
-    port: int, key: str, paths: list[str], clients: int, rate_per_client: float, seconds: float
-) -> dict[str, float]:
-    """Latency (ms) with `clients` each sending `rate_per_client` requests/s on a fixed
-    schedule, measured from the scheduled start (no coordinated omission)."""
-
-    async def client(number: int, http: httpx.AsyncClient, start: float, out: list[float]):
-        for k in range(int(seconds * rate_per_client)):
-            due = start + (k + number / clients) / rate_per_client
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            path = paths[(number * 7919 + k) % len(paths)]
-            response = await http.get(path)
-            response.raise_for_status()
-            out.append((time.perf_counter() - due) * 1e3)
-
-    async def run() -> list[float]:
-        latencies: list[float] = []
-        limits = httpx.Limits(max_connections=clients)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            limits=limits,
-            headers={"Authorization": f"Bearer {key}"},
-        ) as http:
-            start = time.perf_counter() + 0.1
-            await asyncio.gather(*(client(n, http, start, latencies) for n in range(clients)))
-        return latencies
-
-    latencies = asyncio.run(run())
-    return {
-        "p50": float(np.percentile(latencies, 50)),
-        "p99": float(np.percentile(latencies, 99)),
-        "rps": clients * rate_per_client,
-    }
+    script = (
+        "paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n"
+        "i = 0\nrequest = function()\n  i = i % #paths + 1\n"
+        f'  return wrk.format("GET", paths[i], {{["Authorization"] = "Bearer {key}"}})\n'
+        "end\n"
+    )
+    return wrk(base, script, seconds)
 
 
 def http_bench(
@@ -203,53 +118,30 @@ def http_bench(
     with engine.begin() as conn:
         dispatcher = create_api_key(conn, "dispatcher", "bench")[1]
         admin = create_api_key(conn, "admin", "bench admin")[1]
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDCOVER_")}
-    env |= {"GRIDCOVER_DATABASE_URL": url, "GRIDCOVER_LOG_LEVEL": "warning"}
-    server = subprocess.Popen(
-        [GRIDCOVER, "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(
+    with (
+        served(url, workers) as base,
+        httpx.Client(
             base_url=base, timeout=60, headers={"Authorization": f"Bearer {dispatcher}"}
-        ) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not come up")
-                time.sleep(0.2)
-            first = client.get("/v1/lookup", params={"lon": lon[0], "lat": lat[0]}).json()
-            paths = [f"/v1/lookup?lon={x:.7f}&lat={y:.7f}" for x, y in zip(lon, lat, strict=True)]
-            result = {"steady": open_loop_latency(port, dispatcher, paths, 20, 10.0, seconds)}
-            if shutil.which("wrk"):
-                result["saturated"] = wrk_latency(port, dispatcher, paths, seconds)
-            # An edit through the API, then poll the answer until it shows.
-            code = first["grid"]["code"]
-            params = {"lon": lon[0], "lat": lat[0]}
-            start = time.perf_counter()
-            client.patch(
-                f"/v1/grids/{code}",
-                json={"properties": {"worker_name": "新网格员"}},
-                headers={"Authorization": f"Bearer {admin}"},
-            ).raise_for_status()
-            while (
-                client.get("/v1/lookup", params=params).json()["grid"]["worker_name"] != "新网格员"
-            ):
-                time.sleep(0.01)
-            result["edit_visible_s"] = time.perf_counter() - start
-            return result
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        ) as client,
+    ):
+        first = client.get("/v1/lookup", params={"lon": lon[0], "lat": lat[0]}).json()
+        paths = [f"/v1/lookup?lon={x:.7f}&lat={y:.7f}" for x, y in zip(lon, lat, strict=True)]
+        result = {"steady": open_loop_latency(base, dispatcher, paths, 20, 10.0, seconds)}
+        if shutil.which("wrk"):
+            result["saturated"] = wrk_latency(base, dispatcher, paths, seconds)
+        # An edit through the API, then poll the answer until it shows.
+        code = first["grid"]["code"]
+        params = {"lon": lon[0], "lat": lat[0]}
+        start = time.perf_counter()
+        client.patch(
+            f"/v1/grids/{code}",
+            json={"properties": {"worker_name": "新网格员"}},
+            headers={"Authorization": f"Bearer {admin}"},
+        ).raise_for_status()
+        while client.get("/v1/lookup", params=params).json()["grid"]["worker_name"] != "新网格员":
+            time.sleep(0.01)
+        result["edit_visible_s"] = time.perf_counter() - start
+        return result
 
 
 def main() -> None:
@@ -257,15 +149,12 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=int, default=15, help="duration of each HTTP run")
     parser.add_argument("--workers", type=int, default=2, help="server processes")
+    parser.add_argument(
+        "--scale", choices=("small", "full"), default="full", help="demo world (small: one county)"
+    )
     args = parser.parse_args()
 
-    server = resolve_database_url(get_settings())
-    url = create_scratch_database(server, prefix="gridcover_bench")
-    try:
-        upgrade(url)
-        engine = create_engine(url)
-        print("loading the full demo world ...", file=sys.stderr)
-        load_demo(engine, "full", 0)
+    with demo_database(args.scale) as (url, engine):
         grids = gpd.read_postgis(
             "SELECT code, geom FROM grid WHERE valid_to IS NULL ORDER BY code",
             engine,
@@ -284,14 +173,11 @@ def main() -> None:
         single_pg = postgis_single_latency(url, lon[:2000], lat[:2000])
         print("serving it and measuring HTTP ...", file=sys.stderr)
         http = http_bench(url, engine, lon[:5000], lat[:5000], args.seconds, args.workers)
-        engine.dispose()
-    finally:
-        drop_scratch_database(server, url)
 
     n = args.points
     ours_rate = n / locate_s
     print(
-        f"\npoint -> grid on the full demo ({len(grids):,} grids), {n:,} points "
+        f"\npoint -> grid on the {args.scale} demo ({len(grids):,} grids), {n:,} points "
         "(70 % in grids, 30 % anywhere)"
     )
     print(f"{'method':<44}{'points/s':>14}{'vs sjoin':>10}")
