@@ -19,8 +19,10 @@ from api import __version__
 from api.auth import KeyCache
 from api.db import make_engine, resolve_database_url
 from api.errors import GridcoverError, Problem
+from api.limits import BodyLimit
 from api.responses import ProblemResponse
 from api.routes import (
+    audit,
     camera_import,
     cameras,
     coverage,
@@ -41,6 +43,8 @@ from api.services.validation import RowsRejected
 from api.settings import Settings, get_settings
 
 log = logging.getLogger("gridcover")
+# FastAPI's HTTPException detail for a request body it fails to decode.
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
 
 
 def problem_response(request: Request, problem: Problem) -> JSONResponse:
@@ -55,6 +59,11 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     errors = []
     for error in exc.errors():
         loc = [str(part) for part in error.get("loc", ())]
+        if error.get("type") == "json_invalid":  # loc is ("body", character offset)
+            cause = error.get("ctx", {}).get("error", "")
+            where = f" at character {loc[1]}" if len(loc) > 1 else ""
+            errors.append({"field": "body", "in": "body", "reason": f"not JSON: {cause}{where}"})
+            continue
         errors.append(
             {
                 "field": ".".join(loc[1:]) or ".".join(loc),
@@ -77,6 +86,17 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"nothing at {request.url.path}; see /api for what this service offers"
+        if exc.status_code == 400 and detail == FASTAPI_UNREADABLE_BODY:
+            # A body FastAPI cannot even decode (not UTF-8, say) is a bad body: 422, like
+            # one that is not JSON, so a 400 always means a bad parameter.
+            return problem_response(
+                request,
+                Problem(
+                    422,
+                    "the body cannot be read: send UTF-8 JSON",
+                    errors=[{"field": "body", "in": "body", "reason": "not UTF-8 JSON"}],
+                ),
+            )
         return problem_response(request, Problem(exc.status_code, detail, headers=exc.headers))
 
     @app.exception_handler(RequestValidationError)
@@ -174,8 +194,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     install_problem_handlers(app)
+    app.add_middleware(
+        BodyLimit,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.include_router(health.router)
     app.include_router(keys.router)
+    app.include_router(audit.router)
     app.include_router(lookup.router)
     app.include_router(grid_import.router)
     app.include_router(camera_import.router)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -43,8 +43,8 @@ PERMISSIONS: dict[str, Role] = {
     "read:incidents": Role.dispatcher,
     "write:incidents": Role.dispatcher,
     "read:cameras_visible": Role.dispatcher,
-    "read:worker_name": Role.viewer,
-    "read:worker_phone": Role.dispatcher,
+    "read:worker_name": Role.viewer,  # and the worker's phone masked (show_worker)
+    "read:worker_phone": Role.dispatcher,  # the whole phone
     "read:cameras": Role.planner,
     "read:fov": Role.planner,
     "read:gaps": Role.planner,
@@ -124,13 +124,18 @@ def create_api_key(
 
 def revoke_api_key(conn: Connection, key_id: int, *, actor: str | None = None) -> bool:
     """Mark a key revoked (audited with `actor`); False when no live key has that id."""
-    result = conn.execute(
-        text("UPDATE api_key SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
+    row = conn.execute(
+        text(
+            "UPDATE api_key SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL "
+            "RETURNING name, role, expires_at, revoked_at"
+        ),
         {"id": key_id},
-    )
-    if result.rowcount == 1 and actor is not None:
-        record_write(conn, actor, "revoke", "api_key", key_id)
-    return result.rowcount == 1
+    ).first()
+    if row is not None and actor is not None:
+        after = dict(row._mapping)
+        before = after | {"revoked_at": None}
+        record_write(conn, actor, "revoke", "api_key", key_id, before=before, after=after)
+    return row is not None
 
 
 def list_api_keys(conn: Connection) -> list[dict[str, object]]:
@@ -268,4 +273,34 @@ def require(permission: str) -> Callable[..., Principal]:
         raise Problem(403, f"role {principal.role.name} may not do this; it needs {needed.name}")
 
     dependency.__name__ = f"require_{permission.replace(':', '_')}"
+    # What the route needs, for the access test that checks each route against the matrix.
+    dependency.permission = permission  # type: ignore[attr-defined]
     return dependency
+
+
+def mask_phone(phone: str) -> str:
+    """A phone number with its middle digits starred, as Chinese services show them
+    (13812345678 -> 138****5678): the first three and last four digits stay; with fewer
+    than eight digits only the last two do. Other characters are kept."""
+    digits = sum(c.isdigit() for c in phone)
+    head, tail = (3, 4) if digits >= 8 else (0, 2)
+    masked, seen = [], 0
+    for c in phone:
+        if c.isdigit():
+            seen += 1
+            masked.append(c if seen <= head or seen > digits - tail else "*")
+        else:
+            masked.append(c)
+    return "".join(masked)
+
+
+def show_worker(principal: Principal, fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` (a grid's, holding `worker_name` and `worker_phone`) with the grid worker's
+    details as `principal` may see them: none anonymously, the name and a masked phone
+    from viewer, the whole phone from dispatcher. Changes and returns `fields`."""
+    if not principal.can("read:worker_name"):
+        fields.pop("worker_name", None)
+        fields.pop("worker_phone", None)
+    elif not principal.can("read:worker_phone") and fields.get("worker_phone"):
+        fields["worker_phone"] = mask_phone(fields["worker_phone"])
+    return fields

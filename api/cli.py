@@ -211,7 +211,7 @@ def coverage_recompute() -> None:
     from api.services.coverage import recompute_all
 
     with progress_bar("coverage") as report:
-        done = recompute_all(engine(), progress=report)
+        done = recompute_all(engine(), progress=report, workers=2, actor=CLI_ACTOR)
     say(
         f"coverage: {done['grids']:,} grids x 4 levels from {done['active_cameras']:,} working "
         f"cameras (of {done['cameras']:,}); FOVs {done['fovs_s']:.1f} s, "

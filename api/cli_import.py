@@ -48,12 +48,17 @@ RejectsOption = Annotated[
 ]
 
 
-def _engine() -> Any:
+def _settings() -> Any:
     # Imported here, not from api.cli, which mounts this module (no import cycle).
-    from api.db import configured_engine
     from api.settings import get_settings
 
-    return configured_engine(get_settings())
+    return get_settings()
+
+
+def _engine() -> Any:
+    from api.db import configured_engine
+
+    return configured_engine(_settings())
 
 
 def _say(message: str) -> None:
@@ -118,6 +123,7 @@ def _run_import(
                 skip_invalid=skip_invalid,
                 repair=repair,
                 progress=report,
+                max_vertices=_settings().max_geometry_vertices,
             )
     except ImportRejected as exc:
         rows = [

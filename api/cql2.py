@@ -14,6 +14,7 @@ China Standard Time (+08:00), as the rest of the service reads naive times.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ from sqlalchemy.sql.elements import ColumnElement
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 MAX_FILTER_LENGTH = 20_000
 MAX_DEPTH = 64
+# Digits of one number literal: a double has 17 significant ones; Python refuses to read
+# integers of more than 4,300.
+MAX_NUMBER_LENGTH = 40
 
 
 class CQL2Error(ValueError):
@@ -454,8 +458,7 @@ class Parser:
             return Lit(_unquote_string(token), "string", token.pos)
         if token.kind == "number":
             self.advance()
-            is_int = re.fullmatch(r"[+-]?\d+", token.text) is not None
-            return Lit(int(token.text) if is_int else float(token.text), "number", token.pos)
+            return Lit(number_value(token), "number", token.pos)
         if token.kind == "qident":
             self.advance()
             return Prop(token.text[1:-1].replace('""', '"'), token.pos)
@@ -482,6 +485,9 @@ class Parser:
 
     def call(self) -> Node:
         token = self.advance()
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise CQL2Error("the filter nests too deeply", token.pos)
         self.expect_punct("(")
         args: list[Node] = []
         if not self.is_punct(")"):
@@ -490,6 +496,7 @@ class Parser:
                 self.advance()
                 args.append(self.scalar())
         self.expect_punct(")")
+        self.depth -= 1
         return Call(token.word, tuple(args), token.pos)
 
     def instant(self) -> Lit:
@@ -576,7 +583,7 @@ class Parser:
         if token.kind != "number":
             raise CQL2Error(f"expected a number but found {self.describe(token)}", token.pos)
         self.advance()
-        return float(token.text)
+        return float(number_value(token))
 
     def wkt(self) -> Geom:
         """Take the source text of a WKT geometry (balanced parentheses) and let GEOS read it."""
@@ -614,6 +621,18 @@ class Parser:
         if len(coords) and not (abs(coords) < 1e9).all():
             raise CQL2Error("geometry coordinates out of range", start.pos)
         return Geom(geometry, start.pos)
+
+
+def number_value(token: Token) -> int | float:
+    """The value of a number token: an int when it has no point or exponent."""
+    if len(token.text) > MAX_NUMBER_LENGTH:
+        raise CQL2Error(f"the number {token.text[:20]}... has too many digits", token.pos)
+    if re.fullmatch(r"[+-]?\d+", token.text):
+        return int(token.text)
+    value = float(token.text)
+    if not math.isfinite(value):
+        raise CQL2Error(f"the number {token.text} is out of range", token.pos)
+    return value
 
 
 TIMESTAMP_RE = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?([Zz]|[+-]\d\d:?\d\d)?")

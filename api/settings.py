@@ -13,6 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from api.errors import GridcoverError
 
 ENV_PREFIX = "GRIDCOVER_"
+# A batch of 100,000 lookup points with ids is about 6 MB of JSON.
+DEFAULT_MAX_BODY_BYTES = 32 * 2**20
+DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
+# The prefecture's outline segmentized to 50 m has ~18,000 vertices, a county's ~7,000.
+DEFAULT_MAX_GEOMETRY_VERTICES = 100_000
 
 
 class Settings(BaseSettings):
@@ -73,6 +78,21 @@ class Settings(BaseSettings):
         default=5000.0,
         gt=0,
         description="A point in no grid answers with the nearest grid up to this far (metres).",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1024,
+        description="largest request body (JSON, forms) in bytes; a larger one gets 413",
+    )
+    max_upload_bytes: int = Field(
+        default=DEFAULT_MAX_UPLOAD_BYTES,
+        ge=1024,
+        description="largest uploaded file (POST .../import) in bytes; a larger one gets 413",
+    )
+    max_geometry_vertices: int = Field(
+        default=DEFAULT_MAX_GEOMETRY_VERTICES,
+        ge=5,
+        description="most positions one geometry may have (request bodies, imported files)",
     )
     incident_work_periods: str = Field(
         default="08:30-12:00,14:30-17:30",

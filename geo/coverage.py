@@ -85,10 +85,18 @@ the arcs, so pad a polygon test by that): the rows are the same as a full
 recompute's. Roads and places need only cover the zones passed; pass
 :attr:`Places.grid_id` so a place on the border of a recomputed grid keeps its grid.
 ``workers=2`` computes two spatial halves in forked processes, by this very path.
+
+A small recompute costs mostly the fixed price of a pass (a few hundred numpy calls),
+once per level: up to ``_STACK_MAX_CAMERAS`` camera copies, the levels share one pass,
+each level's copy of the zones and cameras shifted east far enough that copies never
+meet (the rows differ from a pass per level by rounding, ~1e-10 m).
+:func:`grid_and_h3_coverage` adds the H3 cells under an edited camera to that same
+pass: a camera edit recomputes its grids and cells in one.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import mmap
 import multiprocessing
@@ -98,7 +106,7 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -125,7 +133,10 @@ __all__ = [
     "Places",
     "Roads",
     "coverage_h3",
+    "grid_and_h3_coverage",
     "grid_coverage",
+    "h3_cells_near",
+    "h3_polygons",
     "place_gaps",
     "public_ratio",
     "road_gaps",
@@ -341,6 +352,12 @@ def public_ratio(
 # --- ragged-array helpers --------------------------------------------------------------
 
 
+def _cat(*parts: ArrayLike) -> NDArray[Any]:
+    """``np.concatenate`` of arrays and scalars, as ``np.r_`` does at a tenth of its cost
+    (it runs hundreds of times per small recompute, where such overheads dominate)."""
+    return np.concatenate([p if isinstance(p, np.ndarray) else np.atleast_1d(p) for p in parts])
+
+
 def _expand(counts: ArrayLike) -> tuple[IntArray, IntArray]:
     """For ragged groups of sizes ``counts``: (group of each item, position in group)."""
     c = np.asarray(counts, dtype=np.int64)
@@ -361,8 +378,8 @@ def _group_starts(sorted_keys: NDArray[Any]) -> tuple[IntArray, IntArray]:
     n = len(sorted_keys)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    return starts, np.diff(np.r_[starts, n])
+    starts = np.flatnonzero(_cat(True, sorted_keys[1:] != sorted_keys[:-1]))
+    return starts, np.diff(_cat(starts, n))
 
 
 def _cell_range(v0: FloatArray, v1: FloatArray, cell: float) -> tuple[IntArray, IntArray]:
@@ -440,7 +457,7 @@ class _BoxIndex:
         cut = np.bincount(item, minlength=n_items) > 1
         m = cut[it]
         ui, uit = _unique_pairs(i[m], it[m], n_items)
-        return np.r_[i[~m], ui], np.r_[it[~m], uit]
+        return _cat(i[~m], ui), _cat(it[~m], uit)
 
 
 def _self_join(x0, y0, x1, y1, cell: float) -> tuple[IntArray, IntArray]:
@@ -572,15 +589,15 @@ class _Zones:
             rings, ring_part = shapely.get_rings(parts[hp], return_index=True)
             c2, r2 = shapely.get_coordinates(rings, return_index=True)
             coords = np.concatenate([coords, c2])
-            raw_ring = np.r_[raw_ring, len(plain) + r2]
-            ring_zone = np.r_[ring_zone, part_zone[hp[ring_part]]]
+            raw_ring = _cat(raw_ring, len(plain) + r2)
+            ring_zone = _cat(ring_zone, part_zone[hp[ring_part]])
             # get_rings lists each polygon's exterior first
-            ring_ext = np.r_[ring_ext, np.r_[True, ring_part[1:] != ring_part[:-1]]]
+            ring_ext = _cat(ring_ext, _cat(True, ring_part[1:] != ring_part[:-1]))
         x = coords[:, 0] - ox
         y = coords[:, 1] - oy
         # drop each ring's closing vertex and repeated vertices (zero-length edges)
-        last = np.r_[raw_ring[1:] != raw_ring[:-1], True][: len(x)]
-        rep = np.r_[False, (x[1:] == x[:-1]) & (y[1:] == y[:-1]) & (raw_ring[1:] == raw_ring[:-1])]
+        last = _cat(raw_ring[1:] != raw_ring[:-1], True)[: len(x)]
+        rep = _cat(False, (x[1:] == x[:-1]) & (y[1:] == y[:-1]) & (raw_ring[1:] == raw_ring[:-1]))
         rep = rep[: len(x)]
         keep = ~last & ~rep
         x, y, raw_ring = x[keep], y[keep], raw_ring[keep]
@@ -780,9 +797,9 @@ def _apex_groups(x: FloatArray, y: FloatArray) -> tuple[IntArray, IntArray, IntA
     """Cameras grouped by identical position: (members sorted by group, start, count)."""
     order = np.lexsort((y, x))
     xs, ys = x[order], y[order]
-    new = np.r_[True, (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1])] if len(x) else np.zeros(0, bool)
+    new = _cat(True, (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1])) if len(x) else np.zeros(0, bool)
     starts = np.flatnonzero(new)
-    counts = np.diff(np.r_[starts, len(x)])
+    counts = np.diff(_cat(starts, len(x)))
     return order.astype(np.int64), starts.astype(np.int64), counts.astype(np.int64)
 
 
@@ -888,7 +905,7 @@ def _build_stars(
     lobe_start[el_start[el_count > 0]] = True
     lobe = np.cumsum(lobe_start) - 1
     lobe_first = np.flatnonzero(lobe_start)
-    lobe_last = np.r_[lobe_first[1:] - 1, ne - 1] if ne else np.zeros(0, np.int64)
+    lobe_last = _cat(lobe_first[1:] - 1, ne - 1) if ne else np.zeros(0, np.int64)
     nxt = np.arange(1, ne + 1, dtype=np.int64)
     nxt[lobe_last] = lobe_first
     prev = np.empty(ne, dtype=np.int64)
@@ -1001,13 +1018,13 @@ def _generic_star_shapes(
     rmax = np.maximum.reduceat(mr, mstart) if n else np.zeros(0)
     # candidate breakpoints: both edges of every sector member, unique per star
     sec = ~disc
-    b_star = np.r_[m_star[sec], m_star[sec]]
-    b_ang = np.r_[t0[sec], t1[sec]]
+    b_star = _cat(m_star[sec], m_star[sec])
+    b_ang = _cat(t0[sec], t1[sec])
     order = np.lexsort((b_ang, b_star))
     b_star, b_ang = b_star[order], b_ang[order]
     if len(b_star):
         # edges meant to coincide (abutting sectors) differ by rounding: one breakpoint
-        dup = np.r_[False, (b_star[1:] == b_star[:-1]) & (b_ang[1:] - b_ang[:-1] < _ANGLE_SNAP)]
+        dup = _cat(False, (b_star[1:] == b_star[:-1]) & (b_ang[1:] - b_ang[:-1] < _ANGLE_SNAP))
         b_star, b_ang = b_star[~dup], b_ang[~dup]
         # also across 0 / 2π: a star's last breakpoint just below its first + 2π
         st0, sc0 = _star_runs(b_star, n)
@@ -1042,7 +1059,7 @@ def _generic_star_shapes(
     s0 = np.zeros(n, dtype=np.int64)
     ls = np.flatnonzero(rho_prev == 0.0)
     if len(ls):
-        first = np.r_[True, bp_star[ls[1:]] != bp_star[ls[:-1]]]
+        first = _cat(True, bp_star[ls[1:]] != bp_star[ls[:-1]])
         s0[bp_star[ls[first]]] = bpos[ls[first]]
     m = np.maximum(bp_count[bp_star], 1)
     gq = bp_start[bp_star] + np.mod(bpos + s0[bp_star], m)  # breakpoint visited q-th
@@ -1063,16 +1080,16 @@ def _generic_star_shapes(
     local = offs - star_off0[bp_star]
     has_arc = rho_q > 0
     cb, sb = np.cos(bq), np.sin(bq)
-    e_star = np.r_[dstars, bp_star, bp_star[has_arc]]
-    e_local = np.r_[np.zeros(len(dstars), np.int64), local, local[has_arc] + 1]
+    e_star = _cat(dstars, bp_star, bp_star[has_arc])
+    e_local = _cat(np.zeros(len(dstars), np.int64), local, local[has_arc] + 1)
     n_d, n_r, n_a = len(dstars), nbp, int(has_arc.sum())
-    kind = np.r_[np.zeros(n_d, np.int64), np.ones(n_r, np.int64), np.zeros(n_a, np.int64)]
-    rr = np.r_[rmax[dstars], np.zeros(n_r), rho_q[has_arc]]
-    a0 = np.r_[np.zeros(n_d + n_r), np.mod(bq[has_arc], TWO_PI)]
-    alen = np.r_[np.full(n_d, TWO_PI), np.zeros(n_r), (bnext - bq)[has_arc]]
-    x1 = np.r_[rmax[dstars], rho_q * cb, rho_q[has_arc] * np.cos(bnext[has_arc])]
-    y1 = np.r_[np.zeros(n_d), rho_q * sb, rho_q[has_arc] * np.sin(bnext[has_arc])]
-    from_apex = np.r_[np.zeros(n_d, bool), rho_p == 0.0, np.zeros(n_a, bool)]
+    kind = _cat(np.zeros(n_d, np.int64), np.ones(n_r, np.int64), np.zeros(n_a, np.int64))
+    rr = _cat(rmax[dstars], np.zeros(n_r), rho_q[has_arc])
+    a0 = _cat(np.zeros(n_d + n_r), np.mod(bq[has_arc], TWO_PI))
+    alen = _cat(np.full(n_d, TWO_PI), np.zeros(n_r), (bnext - bq)[has_arc])
+    x1 = _cat(rmax[dstars], rho_q * cb, rho_q[has_arc] * np.cos(bnext[has_arc]))
+    y1 = _cat(np.zeros(n_d), rho_q * sb, rho_q[has_arc] * np.sin(bnext[has_arc]))
+    from_apex = _cat(np.zeros(n_d, bool), rho_p == 0.0, np.zeros(n_a, bool))
     return _GenericShapes(
         rmax=rmax,
         bp_count=bp_count,
@@ -1391,7 +1408,7 @@ def _star_star_crossings(st: _Stars, si: IntArray, sj: IntArray) -> tuple[_Cross
                 aa, bb, bad,
             )
         )  # fmt: skip
-    bad_el = np.concatenate([np.r_[x, y] for x, y in bad]) if bad else np.zeros(0, np.int64)
+    bad_el = np.concatenate([_cat(x, y) for x, y in bad]) if bad else np.zeros(0, np.int64)
     return _Cross.concat(parts), _unique(st.e_star[bad_el.astype(np.int64)])
 
 
@@ -1507,7 +1524,7 @@ def _excl_group_cumsum(values: NDArray[Any], group_first: BoolArray) -> NDArray[
     c = np.cumsum(values)
     excl = c - values
     starts = np.flatnonzero(group_first)
-    base = np.repeat(excl[starts], np.diff(np.r_[starts, len(values)]))
+    base = np.repeat(excl[starts], np.diff(_cat(starts, len(values))))
     return excl - base
 
 
@@ -1555,7 +1572,7 @@ def _sweep(
     sums = []
     for vals in ev_vals:
         v = vals[order]
-        c = np.r_[0, np.cumsum(v)]
+        c = _cat(0, np.cumsum(v))
         sums.append(c[gidx] - c[ev_start[owner]])
     return owner, k, before, after, sums
 
@@ -1609,13 +1626,13 @@ def _level_pass(
     nonint[se_s] = True
     # isolated stars (inside one zone, overlapping no other star) skip the sweep: their
     # area is their own, their boundary loops are gap holes as they are
-    degree = np.bincount(np.r_[pair_i, pair_j], minlength=ns)
+    degree = np.bincount(_cat(pair_i, pair_j), minlength=ns)
     iso = ~nonint & (home >= 0) & (degree == 0)
     inter = np.flatnonzero(~nonint & (home >= 0) & ~iso)
     ni_home = np.flatnonzero(nonint & (home >= 0))
-    ns_s, ns_z = _unique_pairs(np.r_[se_s, ni_home], np.r_[zn.v_zone[se_v], home[ni_home]], nz)
-    pz_s = np.r_[inter, ns_s]
-    pz_z = np.r_[home[inter], ns_z]
+    ns_s, ns_z = _unique_pairs(_cat(se_s, ni_home), _cat(zn.v_zone[se_v], home[ni_home]), nz)
+    pz_s = _cat(inter, ns_s)
+    pz_z = _cat(home[inter], ns_z)
     o = np.argsort(pz_s, kind="stable")  # by star (zones stay sorted within a star)
     pz_s, pz_z = pz_s[o], pz_z[o]
     owner, pos = _expand(st.el_count[pz_s])
@@ -1631,19 +1648,19 @@ def _level_pass(
 
     # events on instances: star crossings (replicated to every instance of the element)
     # change the depth; zone edge crossings toggle "inside the zone"
-    ev_e = np.r_[cx_ss.a, cx_ss.b]
-    ev_p = np.r_[cx_ss.ta, cx_ss.tb]
-    ev_dd = np.r_[cx_ss.da, -cx_ss.da]
-    ev_node = _CROSS_BASE + np.r_[np.arange(n_ss), np.arange(n_ss)]
+    ev_e = _cat(cx_ss.a, cx_ss.b)
+    ev_p = _cat(cx_ss.ta, cx_ss.tb)
+    ev_dd = _cat(cx_ss.da, -cx_ss.da)
+    ev_node = _CROSS_BASE + _cat(np.arange(n_ss), np.arange(n_ss))
     tot = np.bincount(ev_e, weights=ev_dd, minlength=ne).astype(np.int64)
     ow, k = _expand(e_inst_count[ev_e])
     ev1_inst = e_inst_start[ev_e][ow] + k
     y_inst = np.searchsorted(inst_key, cx_se.a * nz + zn.v_zone[cx_se.b])
-    E_inst = np.r_[ev1_inst, y_inst]
-    E_p = np.r_[ev_p[ow], cx_se.ta]
-    E_dd = np.r_[ev_dd[ow], np.zeros(n_se, np.int64)]
-    E_dz = np.r_[np.zeros(len(ow), np.int64), cx_se.da]
-    E_node = np.r_[ev_node[ow], _CROSS_BASE + n_ss + np.arange(n_se)]
+    E_inst = _cat(ev1_inst, y_inst)
+    E_p = _cat(ev_p[ow], cx_se.ta)
+    E_dd = _cat(ev_dd[ow], np.zeros(n_se, np.int64))
+    E_dz = _cat(np.zeros(len(ow), np.int64), cx_se.da)
+    E_node = _cat(ev_node[ow], _CROSS_BASE + n_ss + np.arange(n_se))
 
     # depth (other stars covering) at every element start: one point test per loop,
     # then the crossings' signs summed along the loop
@@ -1651,8 +1668,8 @@ def _level_pass(
     lobe_star = st.e_star[st.lobe_first]
     star_lobe_count = np.bincount(lobe_star, minlength=ns).astype(np.int64)
     star_lobe_start = np.cumsum(star_lobe_count) - star_lobe_count
-    oth_s = np.r_[pair_i, pair_j]
-    oth_t = np.r_[pair_j, pair_i]
+    oth_s = _cat(pair_i, pair_j)
+    oth_t = _cat(pair_j, pair_i)
     ow2, k2 = _expand(star_lobe_count[oth_s])
     lob = star_lobe_start[oth_s][ow2] + k2
     tst = oth_t[ow2]
@@ -1673,7 +1690,7 @@ def _level_pass(
         idx = np.flatnonzero(inst_nonint)
         o2 = idx[np.argsort(inst_z[idx] * np.int64(ne) + inst_e[idx])]
         e2, z2 = inst_e[o2], inst_z[o2]
-        gfirst = np.r_[True, (z2[1:] != z2[:-1]) | (st.lobe[e2[1:]] != st.lobe[e2[:-1]])]
+        gfirst = _cat(True, (z2[1:] != z2[:-1]) | (st.lobe[e2[1:]] != st.lobe[e2[:-1]]))
         lf_idx = o2[gfirst]
         lfe = inst_e[lf_idx]
         inz0 = shapely.contains_xy(
@@ -1778,32 +1795,32 @@ def _level_pass(
         whole_rings = np.flatnonzero(touched[zn.ring_zone] & ~ring_has)
         n_vk = int(vkept.sum())
         n_rest = n_vk + len(run_v)
-        s_arc = np.r_[s_of, np.zeros(n_rest, np.int64)]
+        s_arc = _cat(s_of, np.zeros(n_rest, np.int64))
         pieces = _Pieces(
-            zone=np.r_[z_of[kept], zn.v_zone[vv[vkept]], zn.v_zone[run_v]],
-            start=np.r_[st_start, vnode0[vkept], _VERTEX_BASE + run_v],
-            end=np.r_[st_end, vnode1[vkept], _VERTEX_BASE + run_end],
-            arc=np.r_[karc, np.zeros(n_rest, dtype=bool)],
+            zone=_cat(z_of[kept], zn.v_zone[vv[vkept]], zn.v_zone[run_v]),
+            start=_cat(st_start, vnode0[vkept], _VERTEX_BASE + run_v),
+            end=_cat(st_end, vnode1[vkept], _VERTEX_BASE + run_end),
+            arc=_cat(karc, np.zeros(n_rest, dtype=bool)),
             cx=st.cx[s_arc],
             cy=st.cy[s_arc],
-            r=np.r_[st.r[ke], np.zeros(n_rest)],
-            f0=np.r_[a0 + kp1, np.zeros(n_rest)],
-            f1=np.r_[a0 + kp0, np.zeros(n_rest)],
-            green=np.r_[g, gv[vkept], run_green],
-            run=np.r_[np.zeros(len(ke) + n_vk, np.int64), run_len],
+            r=_cat(st.r[ke], np.zeros(n_rest)),
+            f0=_cat(a0 + kp1, np.zeros(n_rest)),
+            f1=_cat(a0 + kp0, np.zeros(n_rest)),
+            green=_cat(g, gv[vkept], run_green),
+            run=_cat(np.zeros(len(ke) + n_vk, np.int64), run_len),
             iso=_iso_pieces(st, iso_e, home[iso_s][ow], -iso_green),
             el_pinch=_pinch_nodes(st),
             whole_rings=whole_rings,
             el_xy=np.stack([st.x1, st.y1], axis=1),
-            cross_xy=np.stack([np.r_[cx_ss.x, cx_se.x], np.r_[cx_ss.y, cx_se.y]], axis=1),
+            cross_xy=np.stack([_cat(cx_ss.x, cx_se.x), _cat(cx_ss.y, cx_se.y)], axis=1),
         )
     return _LevelResult(
         covered=covered,
         bad=bad_zone,
         touched=touched,
         pieces=pieces,
-        zone_star_s=np.r_[pz_s, iso_s],
-        zone_star_z=np.r_[pz_z, home[iso_s]],
+        zone_star_s=_cat(pz_s, iso_s),
+        zone_star_z=_cat(pz_z, home[iso_s]),
     )
 
 
@@ -2034,7 +2051,7 @@ def _edge_runs(
     end = np.where(same, stops[np.minimum(k, max(len(stops) - 1, 0))], first_stop[ring])
     count = zn.ring_count[ring]
     length = np.where(end > starts, end - starts, end - starts + count)
-    cs = np.r_[0.0, np.cumsum(zn.green)]
+    cs = _cat(0.0, np.cumsum(zn.green))
     rend = zn.ring_start[ring] + count
     direct = np.minimum(starts + length, rend)
     green = cs[direct] - cs[starts]
@@ -2076,7 +2093,7 @@ def _split_pinched(succ: IntArray, zone: IntArray, end: IntArray, el_pinch: IntA
         if len(dup) == 0:
             return
         # one swap per ring and round: the first repeated visit of each ring
-        first = np.r_[True, label[o[dup[1:]]] != label[o[dup[:-1]]]]
+        first = _cat(True, label[o[dup[1:]]] != label[o[dup[:-1]]])
         a, b = o[dup[first]], o[dup[first] + 1]
         succ[a], succ[b] = succ[b].copy(), succ[a].copy()
 
@@ -2084,7 +2101,7 @@ def _split_pinched(succ: IntArray, zone: IntArray, end: IntArray, el_pinch: IntA
 # Arc vertices sit at multiples of 360°/N for N in this list (so their sines and cosines
 # come from small tables): from 10° (N = 36) down to 2° (N = 180).
 _ARC_DIVISIONS = np.array([36, 40, 45, 48, 60, 72, 80, 90, 120, 144, 180])
-_ARC_TABLE_OFFSET = np.r_[0, np.cumsum(_ARC_DIVISIONS)[:-1]]
+_ARC_TABLE_OFFSET = _cat(0, np.cumsum(_ARC_DIVISIONS)[:-1])
 _ARC_COS = np.concatenate([np.cos(np.arange(n) * (TWO_PI / n)) for n in _ARC_DIVISIONS])
 _ARC_SIN = np.concatenate([np.sin(np.arange(n) * (TWO_PI / n)) for n in _ARC_DIVISIONS])
 
@@ -2141,7 +2158,7 @@ def _assemble_gaps(
     order = np.argsort(ks)
     ks_sorted = ks[order]
     if n:
-        bad[zone[order[np.r_[ks_sorted[1:] == ks_sorted[:-1], False]]]] = True
+        bad[zone[order[_cat(ks_sorted[1:] == ks_sorted[:-1], False)]]] = True
         pos = np.minimum(np.searchsorted(ks_sorted, ke), n - 1)
         found = ks_sorted[pos] == ke
         bad[zone[~found]] = True
@@ -2170,17 +2187,17 @@ def _assemble_gaps(
         ufirst = _run_firsts(iring)
         dense = np.cumsum(ufirst) - 1
         rank_iso = np.arange(len(iring)) - np.flatnonzero(ufirst)[dense]
-        ring_of = np.r_[ring_of, len(heads) + dense]
-        rank = np.r_[rank, rank_iso]
-        head_zone = np.r_[head_zone, iso.zone[mi][ufirst]]
-        zone = np.r_[zone, iso.zone[mi]]
-        start = np.r_[start, iso.start[mi]]
-        green = np.r_[green, iso.green[mi]]
-        arc = np.r_[arc, iso.arc[mi]]
-        cx, cy, r = np.r_[cx, iso.cx[mi]], np.r_[cy, iso.cy[mi]], np.r_[r, iso.r[mi]]
-        f0, f1 = np.r_[f0, iso.f0[mi]], np.r_[f1, iso.f1[mi]]
-        run = np.r_[run, np.zeros(int(mi.sum()), np.int64)]
-        end = np.r_[end, iso.end[mi]]
+        ring_of = _cat(ring_of, len(heads) + dense)
+        rank = _cat(rank, rank_iso)
+        head_zone = _cat(head_zone, iso.zone[mi][ufirst])
+        zone = _cat(zone, iso.zone[mi])
+        start = _cat(start, iso.start[mi])
+        green = _cat(green, iso.green[mi])
+        arc = _cat(arc, iso.arc[mi])
+        cx, cy, r = _cat(cx, iso.cx[mi]), _cat(cy, iso.cy[mi]), _cat(r, iso.r[mi])
+        f0, f1 = _cat(f0, iso.f0[mi]), _cat(f1, iso.f1[mi])
+        run = _cat(run, np.zeros(int(mi.sum()), np.int64))
+        end = _cat(end, iso.end[mi])
         n = len(zone)
     n_chain = len(head_zone)
     chain_pieces = np.bincount(ring_of, minlength=n_chain)
@@ -2188,11 +2205,11 @@ def _assemble_gaps(
     # untouched rings of these zones, copied whole
     wr = pc.whole_rings[want[zn.ring_zone[pc.whole_rings]]]
     wr = wr[~bad[zn.ring_zone[wr]]]
-    ring_area = np.r_[
+    ring_area = _cat(
         np.bincount(ring_of, weights=green, minlength=n_chain),
         np.bincount(zn.v_ring, weights=zn.green, minlength=len(zn.ring_start))[wr],
-    ]
-    rz = np.r_[head_zone, zn.ring_zone[wr]]
+    )
+    rz = _cat(head_zone, zn.ring_zone[wr])
     nring = len(rz)
 
     # vertices, ring by ring: each piece gives its start node, then its arc's (or run's)
@@ -2200,11 +2217,11 @@ def _assemble_gaps(
     step, div = _arc_step(r, tolerance_m)
     hi, n_int = _arc_vertex_counts(f0, f1, r, step)
     n_int = np.where(arc, n_int, np.maximum(run - 1, 0))
-    pos_in = np.r_[0, np.cumsum(chain_pieces)][ring_of] + rank  # ring-major position
+    pos_in = _cat(0, np.cumsum(chain_pieces))[ring_of] + rank  # ring-major position
     perm = np.empty(n, np.int64)
     perm[pos_in] = np.arange(n)
     cnt = 1 + n_int[perm]
-    ring_len = np.r_[np.bincount(ring_of[perm], weights=cnt, minlength=n_chain), zn.ring_count[wr]]
+    ring_len = _cat(np.bincount(ring_of[perm], weights=cnt, minlength=n_chain), zn.ring_count[wr])
     ring_len = ring_len.astype(np.int64) + 1
     # offset of each piece's first vertex within its ring
     csum = np.cumsum(cnt) - cnt
@@ -2313,15 +2330,15 @@ def _assemble_gaps(
     kr = np.flatnonzero(keep_ring)
     key = (rz[kr] * np.int64(nring) + parent[kr]) * 2 + ~shell[kr]
     kr = kr[np.argsort(key, kind="stable")]  # zone, polygon, shell first (then as built)
-    out_ring_off = np.r_[0, np.cumsum(ring_len[kr])]
+    out_ring_off = _cat(0, np.cumsum(ring_len[kr]))
     dest = np.full(nring, -1, np.int64)
     dest[kr] = out_ring_off[:-1]
     coords = emit(dest, int(out_ring_off[-1]))
     poly_first = np.flatnonzero(shell[kr])
-    poly_off = np.r_[poly_first, len(kr)]
+    poly_off = _cat(poly_first, len(kr))
     zlist = np.asarray(zones, dtype=np.int64)
     zcount = np.bincount(np.searchsorted(zlist, rz[kr[poly_first]]), minlength=len(zlist))
-    zone_off = np.r_[0, np.cumsum(zcount)]
+    zone_off = _cat(0, np.cumsum(zcount))
     bad_z = np.flatnonzero(bad & want)
     return _Ragged(zlist, coords, out_ring_off, poly_off, zone_off), bad_z
 
@@ -2493,7 +2510,7 @@ def _merge_intervals(
     owner, lo, hi = owner[order], lo[order], hi[order]
     # running maximum of hi within each owner (owners are apart by 2 > any t)
     run = np.maximum.accumulate(owner * 2.0 + hi) if len(owner) else hi
-    prev = np.r_[-1.0, run[:-1]] - owner * 2.0
+    prev = _cat(-1.0, run[:-1]) - owner * 2.0
     prev = np.where(_run_firsts(owner), 0.0, np.maximum(prev, 0.0))
     covered = np.bincount(
         owner, weights=np.maximum(0.0, hi - np.maximum(lo, prev)), minlength=n_owner
@@ -2502,7 +2519,7 @@ def _merge_intervals(
     g_owner = [owner[lo > prev]]
     g_lo = [prev[lo > prev]]
     g_hi = [lo[lo > prev]]
-    last = np.r_[owner[1:] != owner[:-1], True] if len(owner) else np.zeros(0, bool)
+    last = _cat(owner[1:] != owner[:-1], True) if len(owner) else np.zeros(0, bool)
     end = run[last] - owner[last] * 2.0
     tail = end < 1.0
     g_owner.append(owner[last][tail])
@@ -2574,9 +2591,9 @@ def _road_pieces(zn: _Zones, roads: Roads | None) -> _RoadPieces:
     seg_len = np.hypot(dax, day)
     near_end &= (np.abs(t) * seg_len < 1e-6) | (np.abs(1 - t) * seg_len < 1e-6)
     enter = den < 0  # the segment crosses to the edge's left: into its zone
-    cut_s = np.r_[np.arange(len(s)), np.arange(len(s)), si[hit]]
-    cut_t = np.r_[np.zeros(len(s)), np.ones(len(s)), t[hit]]
-    cut_z = np.r_[np.full(2 * len(s), -1), np.where(enter[hit], zn.v_zone[v[hit]], -1)]
+    cut_s = _cat(np.arange(len(s)), np.arange(len(s)), si[hit])
+    cut_t = _cat(np.zeros(len(s)), np.ones(len(s)), t[hit])
+    cut_z = _cat(np.full(2 * len(s), -1), np.where(enter[hit], zn.v_zone[v[hit]], -1))
     order = np.lexsort((cut_z, cut_t, cut_s))
     cut_s, cut_t, cut_z = cut_s[order], cut_t[order], cut_z[order]
     k = np.flatnonzero((cut_s[1:] == cut_s[:-1]) & (cut_t[1:] > cut_t[:-1]))
@@ -2729,8 +2746,8 @@ def _camera_counts(
         zn.vx[v], zn.vy[v], zn.vx[vn], zn.vy[vn], S.ax[s], S.ay[s],
         S.radius[cam_b, k], S.theta0[cam_b], S.span[cam_b],
     )  # fmt: skip
-    cam = np.r_[cam_a, cam_b[rows]]
-    zone = np.r_[zone_a, zn.v_zone[v[rows]]]
+    cam = _cat(cam_a, cam_b[rows])
+    zone = _cat(zone_a, zn.v_zone[v[rows]])
     cz, zz = _unique_pairs(cam, zone, nz) if len(cam) else (cam, zone)
     del cz
     counts += np.bincount(zz, minlength=nz).astype(np.int64)
@@ -2783,7 +2800,7 @@ def _compute(
     place_y: FloatArray,
     place_zone: IntArray,
     levels: Sequence[str],
-    want_gaps: bool,
+    gap_zones: BoolArray | None,
     want_road_gaps: bool,
     want_place_gaps: bool,
     min_gap_m2: float,
@@ -2827,13 +2844,13 @@ def _compute(
         st = S.stars(k)
         pi, pj, ss, sv = S.level_pairs(k)
         se_keep = S.se_d <= S.star_r[S.se_s, k] + _TOL_M
-        res = _level_pass(zn, st, pi, pj, S.home, ss, sv, want_gaps)
+        res = _level_pass(zn, st, pi, pj, S.home, ss, sv, gap_zones is not None)
         covered = res.covered
         counts = _camera_counts(S, st, res, ss, sv, S.se_d[se_keep], k)
         fallback = res.bad.copy()
         ragged = None
-        if want_gaps:
-            zones = np.flatnonzero(res.touched & ~res.bad)
+        if gap_zones is not None:
+            zones = np.flatnonzero(res.touched & ~res.bad & gap_zones)
             ragged, bad2 = _assemble_gaps(zn, res.pieces, zones, tolerance_m, min_gap_m2)
             fallback[bad2] = True
         extra: dict[int, Any] = {}
@@ -2842,8 +2859,8 @@ def _compute(
             fcov, fgaps = _fallback(S, res, fb, k, min_gap_m2)
             covered = covered.copy()
             covered[fb] = fcov
-            if want_gaps:
-                extra = dict(zip(fb.tolist(), fgaps, strict=True))
+            if gap_zones is not None:
+                extra = {z: g for z, g in zip(fb.tolist(), fgaps, strict=True) if gap_zones[z]}
         # roads: union of the FOV intervals along each piece
         rk = rs_d < S.star_r[rs_s, k]
         ow, kk = _expand(S.m_count[rs_s[rk]])
@@ -2895,18 +2912,20 @@ class _Job:
 
     polys: ObjArray
     fovs: FovSet
-    fov_reach: FloatArray  # largest range of each camera (m)
     roads: Roads | None
-    road_bounds: FloatArray | None
     place_x: FloatArray
     place_y: FloatArray
     place_zone: IntArray
     levels: list[str]
-    gaps: bool
-    road_gaps: bool
-    place_gaps: bool
-    min_gap_m2: float
-    tolerance_m: float
+    gap_zone: BoolArray | None  # zones whose gap polygons are wanted (None: no zone's)
+    options: _Options
+    fov_reach: FloatArray = field(init=False)  # largest range of each camera (m)
+    road_bounds: FloatArray | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        ranges = np.nan_to_num(self.fovs.ranges_m, nan=0.0)
+        self.fov_reach = ranges.max(axis=1) if len(self.fovs) else np.zeros(0)
+        self.road_bounds = shapely.bounds(self.roads.lines) if self.roads is not None else None
 
 
 def _split_zones(polys: ObjArray, fovs: FovSet, workers: int) -> list[IntArray]:
@@ -2951,8 +2970,9 @@ def _run_part(zone_idx: IntArray, job: _Job, progress: Progress) -> _PartResult:
     place_idx = np.flatnonzero((job.place_zone >= 0) & (local[np.maximum(job.place_zone, 0)] >= 0))
     res = _compute(
         zn, fovs, roads, job.place_x[place_idx], job.place_y[place_idx],
-        local[job.place_zone[place_idx]], job.levels, job.gaps, job.road_gaps,
-        job.place_gaps, job.min_gap_m2, job.tolerance_m, progress,
+        local[job.place_zone[place_idx]], job.levels,
+        None if job.gap_zone is None else job.gap_zone[zone_idx], job.options.road_gaps,
+        job.options.place_gaps, job.options.min_gap_m2, job.options.tolerance_m, progress,
     )  # fmt: skip
     res.zone_idx = zone_idx
     res.place_idx = place_idx
@@ -3038,7 +3058,7 @@ def _receive(conn: Any, box: list[Any]) -> None:
             os.unlink(path)
             padded = np.asarray(lengths, dtype=np.int64)
             padded += -padded % 64
-            offsets = np.r_[0, np.cumsum(padded)]
+            offsets = _cat(0, np.cumsum(padded))
             view = memoryview(mm)
             views = [view[offsets[i] : offsets[i] + n] for i, n in enumerate(lengths)]
         box.append(pickle.loads(data, buffers=views))
@@ -3096,20 +3116,20 @@ def _road_gap_lines(
     bx, by = rp.x0[piece] + hi * dx, rp.y0[piece] + hi * dy
     zone = rp.zone[piece]
     # a stretch continues the previous one where that one ended where this starts
-    cont = np.r_[
+    cont = _cat(
         False,
         (zone[1:] == zone[:-1])
         & (rp.part[piece[1:]] == rp.part[piece[:-1]])
         & (np.abs(ax[1:] - bx[:-1]) < 1e-9)
         & (np.abs(ay[1:] - by[:-1]) < 1e-9),
-    ]
+    )
     line = np.cumsum(~cont) - 1
-    last = np.r_[~cont[1:], True]
+    last = _cat(~cont[1:], True)
     # vertices: every stretch's start, and the end of each line's last stretch
-    vx = np.r_[ax, bx[last]] + origin[0]
-    vy = np.r_[ay, by[last]] + origin[1]
-    vline = np.r_[line, line[last]]
-    vorder = np.r_[np.arange(len(ax)), np.full(int(last.sum()), len(ax))]
+    vx = _cat(ax, bx[last]) + origin[0]
+    vy = _cat(ay, by[last]) + origin[1]
+    vline = _cat(line, line[last])
+    vorder = _cat(np.arange(len(ax)), np.full(int(last.sum()), len(ax)))
     o = np.lexsort((vorder, vline))
     lines = shapely.linestrings(np.stack([vx[o], vy[o]], axis=1), indices=vline[o])
     line_zone = zone[np.flatnonzero(~cont)]
@@ -3164,47 +3184,235 @@ def grid_coverage(
     polys = np.asarray(grid_polys, dtype=object)
     if len(ids) != len(polys):
         raise ValueError(f"{len(ids)} grid ids but {len(polys)} grid polygons")
-    if min_gap_m2 < 0:
-        raise ValueError(f"min_gap_m2 must be >= 0, got {min_gap_m2!r}")
-    if not gap_tolerance_m > 0:
-        raise ValueError(f"gap_tolerance_m must be > 0, got {gap_tolerance_m!r}")
+    options = _Options(min_gap_m2, gap_tolerance_m, weights, road_gap_lines, uncovered_places)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
-    public_ratio(np.nan, np.nan, 0.0, weights)  # validates the weights
     report = progress or (lambda stage, fraction: None)
-    place_x, place_y, place_zone = _assign_places(polys, ids, places)
-    reach = np.nan_to_num(fovs.ranges_m, nan=0.0).max(axis=1) if len(fovs) else np.zeros(0)
-    job = _Job(
-        polys=polys,
-        fovs=fovs,
-        fov_reach=reach,
-        roads=roads,
-        road_bounds=shapely.bounds(roads.lines) if roads is not None else None,
-        place_x=place_x,
-        place_y=place_y,
-        place_zone=place_zone,
-        levels=levels,
-        gaps=gaps,
-        road_gaps=road_gap_lines,
-        place_gaps=uncovered_places,
-        min_gap_m2=min_gap_m2,
-        tolerance_m=gap_tolerance_m,
+    (columns,) = _coverage(
+        [(ids, polys, gaps)], fovs, roads, places, levels, options, workers, report
     )
+    return pd.DataFrame(columns)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What :func:`grid_coverage` computes besides areas (checked on creation)."""
+
+    min_gap_m2: float
+    tolerance_m: float
+    weights: tuple[float, float]
+    road_gaps: bool
+    place_gaps: bool
+
+    def __post_init__(self) -> None:
+        if self.min_gap_m2 < 0:
+            raise ValueError(f"min_gap_m2 must be >= 0, got {self.min_gap_m2!r}")
+        if not self.tolerance_m > 0:
+            raise ValueError(f"gap_tolerance_m must be > 0, got {self.tolerance_m!r}")
+        public_ratio(np.nan, np.nan, 0.0, self.weights)  # validates the weights
+
+
+# Zones with their ids, and whether their gap polygons are wanted.
+_ZoneSet = tuple[NDArray[Any], ObjArray, bool]
+# A small recompute (the grids of one camera edit) costs mostly the fixed price of one
+# pass per level and zone set; up to this many cameras × levels × sets, they share one.
+_STACK_MAX_CAMERAS = 20_000
+
+
+def _coverage(
+    sets: list[_ZoneSet],
+    fovs: FovSet,
+    roads: Roads | None,
+    places: Places | None,
+    levels: list[str],
+    options: _Options,
+    workers: int,
+    report: Progress,
+) -> list[dict[str, Any]]:
+    """The columns of :func:`grid_coverage` for each set of zones (sets may overlap one
+    another; roads and places belong to the first set only)."""
+    ids0, polys0, _ = sets[0]
+    place_x, place_y, place_zone = _assign_places(polys0, ids0, places)
+    place_ids = np.asarray(places.ids, dtype=object) if places is not None else np.zeros(0, object)
     if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
         workers = 1
-    parts = _split_zones(polys, fovs, workers)
-    results = _run_parts(parts, job, report) if len(polys) else []
-    report("assembling", 1.0)
-    return _frame(ids, job, results, weights, places)
+    zones = sum(len(polys) for _, polys, _ in sets)
+    passes = len(levels) * len(sets)
+    if workers == 1 and passes > 1 and zones and 0 < len(fovs) * passes <= _STACK_MAX_CAMERAS:
+        copies = _LevelCopies([polys for _, polys, _ in sets], fovs, levels)
+        job = _Job(
+            *copies.zones_and_fovs(),
+            roads=copies.roads(roads),
+            **copies.places(place_x, place_y, place_zone),
+            levels=[DORI_LEVELS[0]],
+            gap_zone=copies.per_zone([gaps for _, _, gaps in sets]),
+            options=options,
+        )
+        results = _run_parts([np.arange(len(job.polys))], job, report)
+        report("assembling", 1.0)
+        place_ids = copies.place_ids(place_ids, place_zone)
+        columns = _columns(np.arange(len(job.polys)), job, results, place_ids)
+        return copies.unstack(columns, [ids for ids, _, _ in sets], [g for *_, g in sets])
+    out = []
+    for n, (ids, polys, gaps) in enumerate(sets):
+        first = n == 0
+        job = _Job(
+            polys,
+            fovs,
+            roads=roads if first else None,
+            place_x=place_x if first else np.zeros(0),
+            place_y=place_y if first else np.zeros(0),
+            place_zone=place_zone if first else np.zeros(0, np.int64),
+            levels=levels,
+            gap_zone=np.ones(len(polys), bool) if gaps else None,
+            options=options if first else replace(options, road_gaps=False, place_gaps=False),
+        )
+        parts = _split_zones(polys, fovs, workers)
+        results = _run_parts(parts, job, report) if len(polys) else []
+        report("assembling", 1.0)
+        out.append(_columns(ids, job, results, place_ids if first else np.zeros(0, object)))
+    return out
 
 
-def _frame(
+class _LevelCopies:
+    """Every level and zone set in one pass: the zones and cameras once per (set, level),
+    copy ``c`` shifted east by ``c · step``, far enough that copies never meet, each
+    camera copy with the range of its level. One single-level pass over the copies gives
+    every (zone, level) row; only the gap geometries need shifting back. Coordinates
+    differ from a pass per level by rounding only (~1e-10 m)."""
+
+    def __init__(self, zone_sets: list[ObjArray], fovs: FovSet, levels: Sequence[str]) -> None:
+        self.sizes = [len(polys) for polys in zone_sets]
+        self.levels = list(levels)
+        nl = len(self.levels)
+        ks = [_level_index(level) for level in levels]
+        ranges = np.nan_to_num(fovs.ranges_m, nan=0.0)
+        # copy c = set s, level j (c = s · levels + j)
+        copy_set = np.repeat(np.arange(len(zone_sets)), nl)
+        copy_k = np.tile(ks, len(zone_sets))
+        # each copy gets the cameras that may reach its zones at its level
+        bounds = [shapely.total_bounds(polys) if len(polys) else None for polys in zone_sets]
+        cams = [
+            np.zeros(0, np.int64) if bounds[s] is None else _reaching(fovs, ranges[:, k], bounds[s])
+            for s, k in zip(copy_set, copy_k, strict=True)
+        ]
+        b = shapely.total_bounds(np.concatenate(zone_sets))
+        every = _unique(np.concatenate(cams))
+        reach = ranges.max(axis=1)[every]
+        west = min(b[0], float((fovs.x_m[every] - reach).min())) if len(every) else b[0]
+        east = max(b[2], float((fovs.x_m[every] + reach).max())) if len(every) else b[2]
+        self.bounds = b
+        self.step = (east - west) + 1000.0
+        self.shift = np.arange(len(copy_set)) * self.step
+        self.offset = _cat(0, np.cumsum([self.sizes[s] for s in copy_set]))
+        self._zones = _shift_x(
+            np.concatenate([zone_sets[s] for s in copy_set]),
+            np.repeat(self.shift, [self.sizes[s] for s in copy_set]),
+        )
+        self._fovs = FovSet(
+            np.concatenate([fovs.camera_id[c] for c in cams]),
+            np.concatenate([fovs.x_m[c] + dx for c, dx in zip(cams, self.shift, strict=True)]),
+            np.concatenate([fovs.y_m[c] for c in cams]),
+            np.concatenate([fovs.azimuth_grid_deg[c] for c in cams]),
+            np.concatenate([fovs.hfov_deg[c] for c in cams]),
+            np.repeat(
+                np.concatenate([ranges[c, k] for c, k in zip(cams, copy_k, strict=True)])[:, None],
+                len(DORI_LEVELS),
+                axis=1,
+            ),
+        )
+
+    def zones_and_fovs(self) -> tuple[ObjArray, FovSet]:
+        return self._zones, self._fovs
+
+    def per_zone(self, flags: list[bool]) -> BoolArray | None:
+        """A per-set flag for each zone of the copies (None when no set has it)."""
+        if not any(flags):
+            return None
+        nl = len(self.levels)
+        return np.concatenate(
+            [np.full(self.sizes[s], flags[s]) for s in range(len(self.sizes)) for _ in range(nl)]
+        )
+
+    def roads(self, roads: Roads | None) -> Roads | None:
+        """The roads cut to the zones' bounds (a road may run far beyond them, into
+        another copy), once per level of the first set."""
+        if roads is None:
+            return None
+        b = self.bounds
+        lines = shapely.clip_by_rect(roads.lines, b[0] - 1.0, b[1] - 1.0, b[2] + 1.0, b[3] + 1.0)
+        keep = ~shapely.is_empty(lines)
+        lines, ids = lines[keep], np.asarray(roads.ids)[keep]
+        nl = len(self.levels)
+        return Roads(
+            np.tile(ids, nl), _shift_x(np.tile(lines, nl), np.repeat(self.shift[:nl], len(lines)))
+        )
+
+    def places(self, x: FloatArray, y: FloatArray, zone: IntArray) -> dict[str, NDArray[Any]]:
+        """The places in a zone of the first set, once per level, in their zone's copy."""
+        inside = np.flatnonzero(zone >= 0)
+        nl = len(self.levels)
+        return {
+            "place_x": (x[inside][None, :] + self.shift[:nl, None]).reshape(-1),
+            "place_y": np.tile(y[inside], nl),
+            "place_zone": (zone[inside][None, :] + self.offset[:nl, None]).reshape(-1),
+        }
+
+    def place_ids(self, ids: ObjArray, zone: IntArray) -> ObjArray:
+        return np.tile(ids[zone >= 0], len(self.levels))
+
+    def unstack(
+        self, columns: dict[str, Any], ids: list[NDArray[Any]], gaps: list[bool]
+    ) -> list[dict[str, Any]]:
+        """Columns of the copies (one level each) as rows per (zone, level), zone-major,
+        one set of columns per zone set."""
+        nl = len(self.levels)
+        out = []
+        for s, size in enumerate(self.sizes):
+            first = self.offset[s * nl : (s + 1) * nl]
+            order = (np.arange(size)[:, None] + first[None, :]).reshape(-1)
+            cols = {
+                name: [values[i] for i in order] if isinstance(values, list) else values[order]
+                for name, values in columns.items()
+            }
+            cols["grid_id"] = np.repeat(ids[s], nl)
+            cols["level"] = np.tile(np.asarray(self.levels, dtype=object), size)
+            back = -np.tile(self.shift[s * nl : (s + 1) * nl], size)
+            for name in ("gap", "road_gap"):
+                if name in cols:
+                    cols[name] = _shift_x(cols[name], back)
+            if not gaps[s]:
+                cols.pop("gap", None)
+            if s:
+                cols.pop("road_gap", None)
+                cols.pop("uncovered_places", None)
+            out.append(cols)
+        return out
+
+
+def _reaching(fovs: FovSet, reach: FloatArray, bounds: FloatArray) -> IntArray:
+    """The cameras whose reach box meets ``bounds`` (x0, y0, x1, y1)."""
+    return np.flatnonzero(
+        (fovs.x_m + reach >= bounds[0]) & (fovs.x_m - reach <= bounds[2])
+        & (fovs.y_m + reach >= bounds[1]) & (fovs.y_m - reach <= bounds[3])
+    )  # fmt: skip
+
+
+def _shift_x(geoms: ObjArray, dx: FloatArray) -> ObjArray:
+    """``geoms`` moved east by ``dx`` (one value per geometry; None stays None)."""
+    per_vertex = np.repeat(dx, shapely.get_num_coordinates(geoms))
+    return shapely.transform(
+        geoms, lambda xy: xy + np.stack([per_vertex, np.zeros_like(per_vertex)], axis=1)
+    )
+
+
+def _columns(
     ids: NDArray[Any],
     job: _Job,
     results: list[_PartResult],
-    weights: tuple[float, float],
-    places: Places | None,
-) -> pd.DataFrame:
+    place_ids: ObjArray,
+) -> dict[str, Any]:
+    """The columns of :func:`grid_coverage` from the parts' results (zones ``ids``)."""
     nz = len(ids)
     levels = job.levels
     nl = len(levels)
@@ -3217,12 +3425,12 @@ def _frame(
     road_cov = np.zeros(shape)
     pcov = np.zeros(shape, np.int64)
     fallback = np.zeros(shape, bool)
-    gap = np.full(shape, None, dtype=object) if job.gaps else None
-    road_gap = np.full(shape, None, dtype=object) if job.road_gaps else None
+    gap = np.full(shape, None, dtype=object) if job.gap_zone is not None else None
+    road_gap = np.full(shape, None, dtype=object) if job.options.road_gaps else None
     unc: list[list[list[Any]]] | None = None
-    if job.place_gaps:
+    if job.options.place_gaps:
         unc = [[[] for _ in range(nl)] for _ in range(nz)]
-    pid = np.asarray(places.ids, dtype=object) if places is not None else np.zeros(0, object)
+    pid = place_ids
     for res in results:
         zi = res.zone_idx
         area[zi] = res.area
@@ -3248,9 +3456,9 @@ def _frame(
                     unc[int(job.place_zone[p])][j].append(pid[p])
     if gap is not None:
         # zones no FOV reaches (at a level): the gap is the whole zone
-        empty = np.flatnonzero((gap == None).any(axis=1))  # noqa: E711 - elementwise
+        empty = np.flatnonzero((gap == None).any(axis=1) & job.gap_zone)  # noqa: E711
         if len(empty):
-            whole = _whole_gaps(job.polys[empty], job.min_gap_m2)
+            whole = _whole_gaps(job.polys[empty], job.options.min_gap_m2)
             for j in range(nl):
                 none = gap[empty, j] == None  # noqa: E711 - elementwise
                 gap[empty[none], j] = whole[none]
@@ -3277,7 +3485,7 @@ def _frame(
         "places_total": tot,
         "places_covered": pc,
         "places_ratio": places_ratio,
-        "public_ratio": public_ratio(road_ratio, places_ratio, ratio, weights),
+        "public_ratio": public_ratio(road_ratio, places_ratio, ratio, job.options.weights),
         "fallback": fallback.reshape(-1),
     }
     if gap is not None:
@@ -3286,7 +3494,7 @@ def _frame(
         cols["road_gap"] = road_gap.reshape(-1)
     if unc is not None:
         cols["uncovered_places"] = [unc[z][j] for z in range(nz) for j in range(nl)]
-    return pd.DataFrame(cols)
+    return cols
 
 
 def road_gaps(
@@ -3354,41 +3562,24 @@ def place_gaps(
     )
 
 
-def coverage_h3(
-    fovs: FovSet,
-    level: str | Sequence[str] = "detect",
-    *,
-    res: int = 9,
-    progress: Progress | None = None,
-) -> pd.DataFrame:
-    """Covered fraction of every H3 cell (resolution ``res``, default 9) the FOVs reach.
+# Cells a FOV only touches get a covered area of rounding size (~1e-10 m²): not coverage.
+_H3_CRUMB_M2 = 1e-6
 
-    ``level``: a DORI level, or several (computed together: candidate cells, their
-    polygons and the camera set-up are shared). Cells come from WGS 84
-    (:func:`geo.crs.from_metric` of the cameras, the H3 library on lon/lat); each
-    cell's hexagon is converted vertex by vertex to EPSG:4546 (its straight edges there
-    differ from H3's great-circle edges by far less than a millimetre at ~200 m).
-    Coverage is then computed exactly as for grids. Returns one row per (cell, level)
-    with coverage: ``h3`` (cell id, str), ``level``, ``cell_m2``, ``covered_m2``,
-    ``ratio`` — for heat maps.
-    """
+
+def h3_cells_near(
+    x_m: ArrayLike, y_m: ArrayLike, radius_m: ArrayLike, *, res: int = 9
+) -> list[str]:
+    """The H3 cells (resolution ``res``, sorted) that discs of ``radius_m`` around the
+    EPSG:4546 points may meet: a superset, from each point's cell and enough rings."""
     import h3  # the only user of h3 here; keeps `import geo.coverage` light
 
-    levels = _check_levels([level] if isinstance(level, str) else level)
-    ks = [_level_index(v) for v in levels]
-    report = progress or (lambda stage, fraction: None)
-    empty = pd.DataFrame(
-        {"h3": np.zeros(0, object), "level": np.zeros(0, object), "cell_m2": np.zeros(0),
-         "covered_m2": np.zeros(0), "ratio": np.zeros(0)}
-    )  # fmt: skip
-    if len(fovs) == 0 or not levels:
-        return empty
-    r = np.nan_to_num(fovs.ranges_m[:, ks], nan=0.0).max(axis=1)
-    ok = (r > 0) & np.isfinite(fovs.x_m) & np.isfinite(fovs.y_m)
+    x = np.atleast_1d(np.asarray(x_m, dtype=np.float64))
+    y = np.atleast_1d(np.asarray(y_m, dtype=np.float64))
+    r = np.broadcast_to(np.asarray(radius_m, dtype=np.float64), x.shape)
+    ok = (r > 0) & np.isfinite(x) & np.isfinite(y)
     if not ok.any():
-        return empty
-    report("candidate cells", 0.0)
-    x, y, r = fovs.x_m[ok], fovs.y_m[ok], r[ok]
+        return []
+    x, y, r = x[ok], y[ok], r[ok]
     lon, lat = from_metric(x, y)
     apex_cells = np.array([h3.latlng_to_cell(la, lo, res) for la, lo in zip(lat, lon, strict=True)])
     # a cell meets a disc only if its centre is within r + edge of the apex, itself
@@ -3400,35 +3591,124 @@ def coverage_h3(
     for cell, kk in zip(apex_cells.tolist(), ring.tolist(), strict=True):
         if uniq.get(cell, -1) < kk:
             uniq[cell] = kk
-    cells = sorted({c for cell, kk in uniq.items() for c in h3.grid_disk(cell, kk)})
-    report("cell polygons", 0.3)
+    return sorted({c for cell, kk in uniq.items() for c in h3.grid_disk(cell, kk)})
+
+
+def h3_polygons(cells: Sequence[str], *, metric: bool = True) -> ObjArray:
+    """The hexagons of H3 cells in EPSG:4546, converted vertex by vertex from WGS 84 (the
+    straight edges differ from H3's great-circle ones by far less than a millimetre); with
+    ``metric=False`` in WGS 84 (lon, lat)."""
+    import h3
+
+    if not len(cells):
+        return np.zeros(0, dtype=object)
     rings = [h3.cell_to_boundary(c) for c in cells]
-    n_vert = np.array([len(b) for b in rings], dtype=np.int64)
-    latlng = np.array([v for b in rings for v in b], dtype=np.float64)
-    cx, cy = to_metric(latlng[:, 1], latlng[:, 0])
+    n_vert = np.fromiter(map(len, rings), dtype=np.int64, count=len(rings))
+    flat = itertools.chain.from_iterable(itertools.chain.from_iterable(rings))
+    latlng = np.fromiter(flat, dtype=np.float64, count=2 * int(n_vert.sum())).reshape(-1, 2)
+    if metric:
+        cx, cy = to_metric(latlng[:, 1], latlng[:, 0])
+    else:
+        cx, cy = latlng[:, 1], latlng[:, 0]
     # closed rings: each cell's vertices and its first vertex again
     first = np.cumsum(n_vert) - n_vert
     o2, k2 = _expand(n_vert + 1)
     src = first[o2] + np.where(k2 == n_vert[o2], 0, k2)
-    polys = shapely.polygons(shapely.linearrings(np.stack([cx, cy], axis=1)[src], indices=o2))
-    zn = _Zones.build(polys)
-    S = _setup(zn, fovs)
-    frames = []
-    for n, (lv, k) in enumerate(zip(levels, ks, strict=True)):
-        report(f"{lv}: coverage", 0.5 + 0.5 * n / len(levels))
-        pi, pj, ss, sv = S.level_pairs(k)
-        covered = _level_pass(zn, S.stars(k), pi, pj, S.home, ss, sv, False).covered
-        m = covered > 0
-        frames.append(
-            pd.DataFrame(
-                {
-                    "h3": np.asarray(cells, dtype=object)[m],
-                    "level": lv,
-                    "cell_m2": zn.area[m],
-                    "covered_m2": covered[m],
-                    "ratio": np.clip(covered[m] / zn.area[m], 0.0, 1.0),
-                }
-            )
-        )
+    offsets = (_cat(0, np.cumsum(n_vert + 1)), np.arange(len(n_vert) + 1))
+    coords = np.stack([cx, cy], axis=1)[src]
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, offsets)
+
+
+def coverage_h3(
+    fovs: FovSet,
+    level: str | Sequence[str] = "detect",
+    *,
+    res: int = 9,
+    cells: Sequence[str] | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Covered fraction of every H3 cell (resolution ``res``, default 9) the FOVs reach,
+    or of the given ``cells`` only (e.g. those under an edited camera: pass every camera
+    that may reach them).
+
+    ``level``: a DORI level, or several (computed together: candidate cells, their
+    polygons and the camera set-up are shared). Cells come from WGS 84
+    (:func:`geo.crs.from_metric` of the cameras, the H3 library on lon/lat) and are
+    computed as zones of :func:`grid_coverage` (:func:`h3_polygons`), so exactly as
+    grids; ``workers`` as there. Returns one row per (cell, level) with coverage (more
+    than a rounding crumb of 1e-6 m²): ``h3`` (cell id, str), ``level``, ``cell_m2``,
+    ``covered_m2``, ``ratio`` — for heat maps.
+    """
+    levels = _check_levels([level] if isinstance(level, str) else level)
+    ks = [_level_index(v) for v in levels]
+    report = progress or (lambda stage, fraction: None)
+    empty = pd.DataFrame(
+        {"h3": np.zeros(0, object), "level": np.zeros(0, object), "cell_m2": np.zeros(0),
+         "covered_m2": np.zeros(0), "ratio": np.zeros(0)}
+    )  # fmt: skip
+    if len(fovs) == 0 or not levels:
+        return empty
+    report("candidate cells", 0.0)
+    if cells is None:
+        r = np.nan_to_num(fovs.ranges_m[:, ks], nan=0.0).max(axis=1)
+        cells = h3_cells_near(fovs.x_m, fovs.y_m, r, res=res)
+    else:
+        cells = sorted(set(cells))
+    if not cells:
+        return empty
+    report("cell polygons", 0.3)
+    polys = h3_polygons(cells)
+    report("coverage", 0.5)
+    (columns,) = _coverage(
+        [(np.asarray(cells, dtype=object), polys, False)], fovs, None, None, levels,
+        _Options(DEFAULT_MIN_GAP_M2, DEFAULT_GAP_TOLERANCE_M, DEFAULT_WEIGHTS, False, False),
+        workers, report,
+    )  # fmt: skip
     report("done", 1.0)
-    return pd.concat(frames, ignore_index=True)
+    return pd.DataFrame(_h3_columns(columns))
+
+
+def _h3_columns(columns: dict[str, Any]) -> dict[str, NDArray[Any]]:
+    """:func:`coverage_h3`'s columns from coverage columns of cells: those with coverage."""
+    keep = columns["covered_m2"] > _H3_CRUMB_M2
+    return {
+        "h3": np.asarray(columns["grid_id"], dtype=object)[keep],
+        "level": columns["level"][keep],
+        "cell_m2": columns["area_m2"][keep],
+        "covered_m2": columns["covered_m2"][keep],
+        "ratio": columns["ratio"][keep],
+    }
+
+
+def grid_and_h3_coverage(
+    grid_ids: ArrayLike,
+    grid_polys: ArrayLike,
+    cells: Sequence[str],
+    fovs: FovSet,
+    roads: Roads | None = None,
+    places: Places | None = None,
+    *,
+    res: int = 9,
+    min_gap_m2: float = DEFAULT_MIN_GAP_M2,
+    weights: tuple[float, float] = DEFAULT_WEIGHTS,
+    gap_tolerance_m: float = DEFAULT_GAP_TOLERANCE_M,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`grid_coverage` of the grids (every level, gaps, road gap lines, uncovered
+    places) and :func:`coverage_h3` of the ``cells`` (every level), in one pass: what a
+    camera edit recomputes, where the fixed cost of each pass dominates. Pass every
+    camera whose FOV reaches a grid or a cell. Returns the two results' columns (what
+    ``pandas.DataFrame`` takes): for the few rows of an edit, building frames would cost
+    more than the rows."""
+    ids = np.asarray(grid_ids)
+    polys = np.asarray(grid_polys, dtype=object)
+    if len(ids) != len(polys):
+        raise ValueError(f"{len(ids)} grid ids but {len(polys)} grid polygons")
+    cells = sorted(set(cells))
+    grid_columns, cell_columns = _coverage(
+        [(ids, polys, True), (np.asarray(cells, dtype=object), h3_polygons(cells), False)],
+        fovs, roads, places, list(DORI_LEVELS),
+        _Options(min_gap_m2, gap_tolerance_m, weights, True, True),
+        1, lambda stage, fraction: None,
+    )  # fmt: skip
+    return grid_columns, _h3_columns(cell_columns)

@@ -1,7 +1,7 @@
 """`POST /v1/cameras/import`: a file of cameras (CSV, GeoJSON & co., GB/T 28181 Catalog XML).
 
 The upload is received and answered like the grid import's (`api.routes.grid_import`:
-multipart field `file` or the raw body named by `filename`, 413 past `MAX_UPLOAD_BYTES`,
+multipart field `file` or the raw body named by `filename`, 413 past `GRIDCOVER_MAX_UPLOAD_BYTES`,
 415 for an unknown format, 400 for an unreadable file or a bad option, 422 listing every
 rejected row); what is checked and defaulted is `api.services.camera_import`'s.
 """
@@ -14,8 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from api.auth import Principal, require
+from api.responses import problems
 from api.routes.grid_import import (
     UPLOAD_BODY,
+    UPLOAD_PROBLEMS,
     CoordSys,
     Filename,
     Layer,
@@ -23,7 +25,7 @@ from api.routes.grid_import import (
     import_upload,
 )
 
-router = APIRouter(prefix="/v1", tags=["cameras"])
+router = APIRouter(prefix="/v1", tags=["cameras"], responses=problems(400, 401, 503))
 Admin = Annotated[Principal, Depends(require("write:cameras"))]
 
 CAMERA_UPLOAD_BODY: dict[str, Any] = copy.deepcopy(UPLOAD_BODY)
@@ -40,6 +42,7 @@ CAMERA_UPLOAD_BODY["requestBody"]["content"]["multipart/form-data"]["schema"]["p
     status_code=201,
     summary="Import a file of cameras (all or nothing, or skip the invalid rows)",
     openapi_extra=CAMERA_UPLOAD_BODY,
+    responses=UPLOAD_PROBLEMS,
 )
 async def import_cameras_file(
     request: Request,

@@ -15,9 +15,9 @@ from pydantic import BaseModel, Field
 
 from api.auth import Principal, require
 from api.errors import Problem
-from api.responses import GeoJSONResponse
-from api.routes.bodies import parse_geometry, refuse_uneditable, validated
-from api.routes.params import bbox_param, coord_sys_param
+from api.responses import GeoJSONResponse, problems
+from api.routes.bodies import PlainText, parse_geometry, refuse_uneditable, validated
+from api.routes.params import LATITUDE_RANGE, bbox_param, check_latitude, coord_sys_param
 from api.services.cameras import (
     EDITABLE,
     CameraFilter,
@@ -33,18 +33,17 @@ from api.services.coverage import CAMERA_TABLES
 from api.services.features import invalidate_counts
 from geo.crs import convert, to_metric
 
-router = APIRouter(prefix="/v1/cameras", tags=["cameras"])
+router = APIRouter(prefix="/v1/cameras", tags=["cameras"], responses=problems(400, 401, 403, 503))
 Admin = Annotated[Principal, Depends(require("write:cameras"))]
 Reader = Annotated[Principal, Depends(require("read:cameras"))]
 Dispatcher = Annotated[Principal, Depends(require("read:cameras_visible"))]
-NO_CONTROL_CHARS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
 
 
 class CameraProperties(BaseModel):
     """A camera as registered; `hfov_deg` defaults by kind (bullet 90°, dome/PTZ 360°)."""
 
     gb_id: str = Field(pattern=r"^\d{20}$", description="GB/T 28181 device id, 20 digits")
-    name: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL_CHARS)
+    name: PlainText = Field(min_length=1, max_length=200)
     kind: Literal["bullet", "dome", "ptz"]
     height_m: float = Field(default=4.0, ge=0, le=500, allow_inf_nan=False)
     azimuth_deg: float = Field(
@@ -123,12 +122,13 @@ def visible(
     request: Request,
     principal: Dispatcher,
     lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
-    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
+    lat: Annotated[float, Query(allow_inf_nan=False, json_schema_extra=LATITUDE_RANGE)],
     coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
 ) -> dict[str, Any]:
     """Each camera whose field of view holds the point, with its distance (m), the bearing
     of the point from it (degrees clockwise from north) and the finest DORI level it
     reaches there (identify > recognize > observe > detect); offline cameras see nothing."""
+    check_latitude(lon, lat)
     lon_wgs, lat_wgs = convert(np.array([lon]), np.array([lat]), coord_sys, "wgs84")
     x, y = to_metric(lon_wgs, lat_wgs)
     with request.app.state.engine.connect() as conn:
@@ -136,14 +136,25 @@ def visible(
     return {"point": [round(float(lon_wgs[0]), 7), round(float(lat_wgs[0]), 7)], "cameras": cameras}
 
 
-@router.get("/{camera_id}", summary="One camera", response_class=GeoJSONResponse)
+@router.get(
+    "/{camera_id}",
+    summary="One camera",
+    response_class=GeoJSONResponse,
+    responses=problems(404),
+)
 def get_camera(request: Request, principal: Reader, camera_id: int) -> GeoJSONResponse:
     with request.app.state.engine.connect() as conn:
         row = read_camera(conn, camera_id)
     return GeoJSONResponse(camera_feature(row), headers={"ETag": camera_etag(row)})
 
 
-@router.post("", status_code=201, summary="Register a camera", response_class=GeoJSONResponse)
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a camera",
+    response_class=GeoJSONResponse,
+    responses=problems(409, 413, 422),
+)
 def post_camera(
     request: Request,
     admin: Admin,
@@ -163,7 +174,12 @@ def post_camera(
     )
 
 
-@router.patch("/{camera_id}", summary="Edit or move a camera", response_class=GeoJSONResponse)
+@router.patch(
+    "/{camera_id}",
+    summary="Edit or move a camera",
+    response_class=GeoJSONResponse,
+    responses=problems(404, 409, 412, 413, 422),
+)
 def patch_camera(
     request: Request,
     admin: Admin,
@@ -186,7 +202,7 @@ def patch_camera(
     return GeoJSONResponse(camera_feature(row), headers={"ETag": camera_etag(row)})
 
 
-@router.delete("/{camera_id}", status_code=204, summary="Remove a camera")
+@router.delete("/{camera_id}", status_code=204, summary="Remove a camera", responses=problems(404))
 def remove_camera(request: Request, admin: Admin, camera_id: int) -> Response:
     with request.app.state.engine.begin() as conn:
         delete_camera(conn, camera_id, admin.actor)

@@ -9,6 +9,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, current_principal, require
 from api.errors import Problem
+from api.responses import problems
+from api.routes.params import GridCode
 from api.services.coverage import (
     CAMERA_TABLES,
     coverage_summary,
@@ -18,7 +20,7 @@ from api.services.coverage import (
 from api.services.features import invalidate_counts
 from geo.camera import DORI_LEVELS
 
-router = APIRouter(prefix="/v1", tags=["coverage"])
+router = APIRouter(prefix="/v1", tags=["coverage"], responses=problems(401, 403, 503))
 Viewer = Annotated[Principal, Depends(require("read:coverage"))]
 Admin = Annotated[Principal, Depends(require("write:cameras"))]
 Level = Literal["detect", "observe", "recognize", "identify"]
@@ -33,11 +35,15 @@ async def level_param(
     return level
 
 
-@router.get("/grids/{code}/coverage", summary="A grid's coverage per DORI level, and its gaps")
+@router.get(
+    "/grids/{code}/coverage",
+    summary="A grid's coverage per DORI level, and its gaps",
+    responses=problems(400, 404),
+)
 def grid_coverage(
     request: Request,
     principal: Viewer,
-    code: str,
+    code: GridCode,
     level: Annotated[str | None, Depends(level_param)] = None,
 ) -> dict[str, Any]:
     """Area, road and key-place coverage and the headline `public_ratio` for each level
@@ -51,7 +57,11 @@ def grid_coverage(
     return report
 
 
-@router.get("/coverage/summary", summary="Coverage by county, township, village or grid")
+@router.get(
+    "/coverage/summary",
+    summary="Coverage by county, township, village or grid",
+    responses=problems(400),
+)
 def summary(
     request: Request,
     principal: Annotated[Principal, Depends(current_principal)],
@@ -66,10 +76,12 @@ def summary(
     """Area-weighted ratios per unit, worst `public_ratio` first (the ranking planners
     work down). Anonymous callers may read the county level; finer levels need `viewer`."""
     if by != "county" and not principal.can("read:coverage"):
+        anonymous = principal.key_id is None
         raise Problem(
-            401 if principal.key_id is None else 403,
+            401 if anonymous else 403,
             f"coverage by {by} needs an API key with role viewer or higher; "
             "the county level is public",
+            headers={"WWW-Authenticate": "Bearer"} if anonymous else None,
         )
     with request.app.state.engine.connect() as conn:
         units = coverage_summary(conn, by, level or DORI_LEVELS[0], parent, limit)
@@ -80,6 +92,6 @@ def summary(
 async def recompute(request: Request, admin: Admin) -> dict[str, Any]:
     """Edits keep coverage current on their own; this is for after bulk SQL changes or a
     change of weights. Runs off the event loop; other requests are served meanwhile."""
-    done = await run_in_threadpool(recompute_all, request.app.state.engine)
+    done = await run_in_threadpool(recompute_all, request.app.state.engine, actor=admin.actor)
     invalidate_counts(*CAMERA_TABLES)
     return done

@@ -3,9 +3,9 @@
 `POST /v1/grids/import` and `POST /v1/admin-areas/import` take one file, either as a
 multipart/form-data upload (field `file`) or as the raw request body (name it with the
 `filename` query parameter so its format can be told by extension when its first bytes
-do not). The body is streamed to a temporary folder and refused with 413 past
-`MAX_UPLOAD_BYTES`, before it is all received. `import_upload` (the upload, the
-import, the problems) serves the camera import (`api.routes.camera_import`) too.
+do not). The body is streamed to a temporary folder; `api.limits` refuses it with 413
+past `GRIDCOVER_MAX_UPLOAD_BYTES`, before it is all received. `import_upload` (the upload,
+the import, the problems) serves the camera import (`api.routes.camera_import`) too.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, require
 from api.errors import GridcoverError, Problem
-from api.responses import GeoJSONResponse
+from api.responses import GeoJSONResponse, problems
+from api.routes.params import VillageCode
 from api.services.features import invalidate_counts
 from api.services.files import (
+    ArchiveTooLarge,
     BadCoordSys,
     LayerChoice,
     UnsupportedFormat,
@@ -38,12 +40,10 @@ from api.services.grid_import import (
 )
 from api.services.imports import IMPORTERS, import_file
 
-router = APIRouter(prefix="/v1", tags=["grids"])
+router = APIRouter(prefix="/v1", tags=["grids"], responses=problems(400, 401, 503))
 Admin = Annotated[Principal, Depends(require("write:grids"))]
 Public = Annotated[Principal, Depends(require("read:public"))]
 
-# Module-level so a deployment (and the tests) can change it.
-MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 # A 422 lists this many row errors at most (`errors_total` counts them all).
 MAX_LISTED_ERRORS = 1000
 
@@ -87,12 +87,9 @@ UPLOAD_BODY: dict[str, Any] = {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
-    "responses": {
-        "413": {"description": f"the body is larger than {MAX_UPLOAD_BYTES // 2**20} MB"},
-        "415": {"description": "not a format gridcover reads"},
-        "422": {"description": "rows rejected; `errors` lists each, nothing was written"},
-    },
 }
+# 422: rows rejected, each listed in `errors`; nothing was written.
+UPLOAD_PROBLEMS = problems(403, 409, 413, 415, 422)
 
 
 @router.post(
@@ -100,6 +97,7 @@ UPLOAD_BODY: dict[str, Any] = {
     status_code=201,
     summary="Import a file of grids (all or nothing, or skip the invalid rows)",
     openapi_extra=UPLOAD_BODY,
+    responses=UPLOAD_PROBLEMS,
 )
 async def import_grids_file(
     request: Request,
@@ -119,6 +117,7 @@ async def import_grids_file(
     status_code=201,
     summary="Import a file of counties, townships and villages",
     openapi_extra=UPLOAD_BODY,
+    responses=UPLOAD_PROBLEMS,
     tags=["admin areas"],
 )
 async def import_admin_areas_file(
@@ -141,9 +140,10 @@ async def import_admin_areas_file(
     summary="Parts of a village no current grid covers (全域覆盖 check)",
     response_class=GeoJSONResponse,
     tags=["admin areas"],
+    responses=problems(404),
 )
 def village_uncovered(
-    code: str,
+    code: VillageCode,
     request: Request,
     _: Public,
     min_area_m2: Annotated[
@@ -201,11 +201,14 @@ async def import_upload(
             skip_invalid=skip_invalid,
             repair=repair,
             name=path.name,
+            max_vertices=request.app.state.settings.max_geometry_vertices,
         )
     except ImportRejected as exc:
         raise Problem(
             422, str(exc), errors=exc.errors[:MAX_LISTED_ERRORS], errors_total=len(exc.errors)
         ) from None
+    except ArchiveTooLarge as exc:
+        raise Problem(413, str(exc)) from None
     except UnsupportedFormat as exc:
         raise Problem(415, str(exc)) from None
     except LayerChoice as exc:
@@ -224,14 +227,6 @@ async def import_upload(
 
 
 # -- receiving the upload -------------------------------------------------------------------
-def _too_large() -> Problem:
-    return Problem(
-        413,
-        f"the upload is larger than {MAX_UPLOAD_BYTES // 2**20} MB; split the file, "
-        "or import it with `gridcover import` on the server",
-    )
-
-
 def _safe_name(name: str | None) -> str:
     """A file name to save under: the last path part, without leading dots or odd bytes."""
     base = re.split(r"[/\\]", name or "")[-1]
@@ -240,10 +235,7 @@ def _safe_name(name: str | None) -> str:
 
 
 async def _receive_file(request: Request, folder: Path, filename: str | None) -> Path:
-    """Stream the uploaded file into `folder`; 413 past the limit, 400 without a file."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
-        raise _too_large()
+    """Stream the uploaded file into `folder`; 400 without a file."""
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
         return await _receive_multipart(request, folder, content_type)
@@ -252,8 +244,6 @@ async def _receive_file(request: Request, folder: Path, filename: str | None) ->
     with path.open("wb") as sink:
         async for chunk in request.stream():
             received += len(chunk)
-            if received > MAX_UPLOAD_BYTES:
-                raise _too_large()
             sink.write(chunk)
     if received == 0:
         raise Problem(400, "no file: send it as multipart/form-data (field 'file') or as the body")
@@ -318,12 +308,8 @@ async def _receive_multipart(request: Request, folder: Path, content_type: str) 
             "on_part_end": on_part_end,
         },
     )
-    received = 0
     try:
         async for chunk in request.stream():
-            received += len(chunk)
-            if received > MAX_UPLOAD_BYTES:
-                raise _too_large()
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:

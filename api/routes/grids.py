@@ -13,31 +13,37 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from api.auth import Principal, require
+from api.auth import Principal, require, show_worker
 from api.errors import Problem
-from api.responses import GeoJSONResponse
-from api.routes.bodies import parse_geometry, refuse_uneditable, validated
-from api.routes.params import at_param, coord_sys_param
+from api.responses import GeoJSONResponse, problems
+from api.routes.bodies import (
+    OptionalPlainText,
+    PlainText,
+    max_vertices,
+    parse_geometry,
+    refuse_uneditable,
+    validated,
+)
+from api.routes.params import GridCode, at_param, coord_sys_param
 from api.services import grids
 from api.services.features import invalidate_counts
 from api.services.grids import EDITABLE, grid_etag, read_grids
 
-router = APIRouter(prefix="/v1/grids", tags=["grids"])
+router = APIRouter(prefix="/v1/grids", tags=["grids"], responses=problems(400, 401, 503))
 Admin = Annotated[Principal, Depends(require("write:grids"))]
 Reader = Annotated[Principal, Depends(require("read:public"))]
 # What a grid write may change (coverage rows of a retired version go with it).
 GRID_TABLES = ("grid", "coverage")
-NO_CONTROL_CHARS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
 
 
 class GridProperties(BaseModel):
     code: str = Field(pattern=r"^\d{15}$", description="12-digit village code + 3-digit sequence")
-    name: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL_CHARS)
+    name: PlainText = Field(min_length=1, max_length=200)
     kind: Literal["综合网格", "专属网格"] = "综合网格"
     households: int | None = Field(default=None, ge=0, le=2**31 - 1)
     population: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    worker_name: str | None = Field(default=None, max_length=100, pattern=NO_CONTROL_CHARS)
-    worker_phone: str | None = Field(default=None, max_length=40, pattern=NO_CONTROL_CHARS)
+    worker_name: OptionalPlainText = Field(default=None, max_length=100)
+    worker_phone: OptionalPlainText = Field(default=None, max_length=40)
 
 
 class GridFeature(BaseModel):
@@ -68,12 +74,11 @@ def grid_feature(row: dict[str, Any], principal: Principal) -> dict[str, Any]:
             "valid_from",
             "valid_to",
             "area_m2",
+            "worker_name",
+            "worker_phone",
         )
     }
-    if principal.can("read:worker_name"):
-        properties["worker_name"] = row["worker_name"]
-    if principal.can("read:worker_phone"):
-        properties["worker_phone"] = row["worker_phone"]
+    show_worker(principal, properties)
     return {
         "type": "Feature",
         "id": row["code"],
@@ -112,12 +117,15 @@ def list_grids(
 
 
 @router.get(
-    "/{code}", summary="One grid as it is now or was at `at`", response_class=GeoJSONResponse
+    "/{code}",
+    summary="One grid as it is now or was at `at`",
+    response_class=GeoJSONResponse,
+    responses=problems(404),
 )
 def get_grid(
     request: Request,
     principal: Reader,
-    code: str,
+    code: GridCode,
     at: Annotated[datetime | None, Depends(at_param)] = None,
 ) -> GeoJSONResponse:
     row = current_or_404(request, code, at)
@@ -128,8 +136,9 @@ def get_grid(
     "/{code}/versions",
     summary="Every version of a grid, oldest first",
     response_class=GeoJSONResponse,
+    responses=problems(404),
 )
-def grid_versions(request: Request, principal: Reader, code: str) -> GeoJSONResponse:
+def grid_versions(request: Request, principal: Reader, code: GridCode) -> GeoJSONResponse:
     with request.app.state.engine.connect() as conn:
         rows = read_grids(conn, code=code, all_versions=True, limit=10_000)
     if not rows:
@@ -139,14 +148,20 @@ def grid_versions(request: Request, principal: Reader, code: str) -> GeoJSONResp
     )
 
 
-@router.post("", status_code=201, summary="Create a grid", response_class=GeoJSONResponse)
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a grid",
+    response_class=GeoJSONResponse,
+    responses=problems(403, 409, 413, 422),
+)
 def create_grid(
     request: Request,
     admin: Admin,
     feature: GridFeature,
     coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
 ) -> GeoJSONResponse:
-    geometry = parse_geometry(feature.geometry, coord_sys)
+    geometry = parse_geometry(feature.geometry, coord_sys, max_vertices=max_vertices(request))
     with request.app.state.engine.begin() as conn:
         row = grids.create_grid(conn, feature.properties.model_dump(), geometry, admin.actor)
     request.app.state.grid_locator.grids_changed()
@@ -162,17 +177,22 @@ def create_grid(
     "/{code}",
     summary="Edit a grid: closes its version, opens the next",
     response_class=GeoJSONResponse,
+    responses=problems(403, 404, 409, 412, 413, 422),
 )
 def update_grid(
     request: Request,
     admin: Admin,
-    code: str,
+    code: GridCode,
     patch: GridPatch,
     coord_sys: Annotated[str, Depends(coord_sys_param)] = "wgs84",
     if_match: Annotated[str | None, Header(description="ETag of the version you edited")] = None,
 ) -> GeoJSONResponse:
     refuse_uneditable(patch.properties, EDITABLE)
-    geometry = parse_geometry(patch.geometry, coord_sys) if patch.geometry else None
+    geometry = (
+        parse_geometry(patch.geometry, coord_sys, max_vertices=max_vertices(request))
+        if patch.geometry
+        else None
+    )
     with request.app.state.engine.begin() as conn:
         # Checked against the current values for the messages; only the fields given are
         # passed on, to merge with the version the service locks.
@@ -186,8 +206,13 @@ def update_grid(
     return GeoJSONResponse(grid_feature(after, admin), headers={"ETag": grid_etag(after)})
 
 
-@router.delete("/{code}", status_code=204, summary="Retire a grid (its history stays)")
-def delete_grid(request: Request, admin: Admin, code: str) -> Response:
+@router.delete(
+    "/{code}",
+    status_code=204,
+    summary="Retire a grid (its history stays)",
+    responses=problems(403, 404),
+)
+def delete_grid(request: Request, admin: Admin, code: GridCode) -> Response:
     with request.app.state.engine.begin() as conn:
         grids.retire_grid_audited(conn, code, admin.actor)
     request.app.state.grid_locator.grids_changed()

@@ -6,11 +6,12 @@ from fastapi import APIRouter, Request
 
 from api.db import check_database
 from api.errors import GridcoverError, Problem
+from api.responses import problems
 
 router = APIRouter(tags=["service"])
 
 
-@router.get("/health", summary="Service and database health")
+@router.get("/health", summary="Service and database health", responses=problems(503))
 def health(request: Request) -> dict[str, str]:
     """200 with the PostGIS version when the database answers, else a 503 problem."""
     try:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import Principal, require
+from api.auth import Principal, require, show_worker
 from api.errors import Problem
-from api.responses import FastJSONResponse
-from api.routes.params import CHINA_STANDARD_TIME, CoordSys, bbox_param
+from api.responses import FastJSONResponse, problems
+from api.routes.bodies import Latitude, OptionalAddress, OptionalPlainText, PlainText
+from api.routes.params import CHINA_STANDARD_TIME, PRINTABLE, CoordSys, bbox_param
 from api.services.incident_stats import incident_stats
 from api.services.incidents import (
     ACTIONS,
@@ -40,12 +41,11 @@ from api.services.incidents import (
     update_incident,
 )
 
-router = APIRouter(tags=["incidents"])
+router = APIRouter(tags=["incidents"], responses=problems(401, 503))
 Reader = Annotated[Principal, Depends(require("read:incidents"))]
 Writer = Annotated[Principal, Depends(require("write:incidents"))]
 Deleter = Annotated[Principal, Depends(require("delete:incidents"))]
 Anyone = Annotated[Principal, Depends(require("read:public"))]
-NO_CONTROL_CHARS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
 # A report time may run ahead of the server's clock by this much (device clocks).
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -54,9 +54,9 @@ class Reporter(BaseModel):
     """Who reported it, when they want an answer (personal data: dispatchers only)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=100, pattern=NO_CONTROL_CHARS)
+    name: OptionalPlainText = Field(default=None, max_length=100)
     phone: str | None = Field(default=None, max_length=40, pattern=r"^[0-9+\-() ]*$")
-    email: str | None = Field(default=None, max_length=200, pattern=NO_CONTROL_CHARS)
+    email: OptionalPlainText = Field(default=None, max_length=200)
 
 
 class IncidentIn(BaseModel):
@@ -66,13 +66,11 @@ class IncidentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     category: str = Field(min_length=1, max_length=64, description="a catalogue code")
     lon: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
-    lat: float | None = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
+    lat: Latitude = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
     coord_sys: CoordSys = "wgs84"
     accuracy_m: float = Field(default=0.0, ge=0, le=10_000, allow_inf_nan=False)
-    address: str | None = Field(
-        default=None, min_length=1, max_length=300, pattern=NO_CONTROL_CHARS
-    )
-    description: str = Field(default="", max_length=4000)
+    address: OptionalAddress = Field(default=None, min_length=1, max_length=300)
+    description: PlainText = Field(default="", max_length=4000)
     channel: Literal[INTAKE_CHANNELS] = "hotline"  # type: ignore[valid-type]
     photos: list[str] = Field(default_factory=list, max_length=MAX_PHOTOS)
     reported_at: datetime | None = Field(
@@ -87,16 +85,14 @@ class IncidentPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     lon: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
-    lat: float | None = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
+    lat: Latitude = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
     coord_sys: CoordSys = "wgs84"
     accuracy_m: float = Field(default=0.0, ge=0, le=10_000, allow_inf_nan=False)
-    address: str | None = Field(
-        default=None, min_length=1, max_length=300, pattern=NO_CONTROL_CHARS
-    )
+    address: OptionalAddress = Field(default=None, min_length=1, max_length=300)
     category: str | None = Field(default=None, min_length=1, max_length=64)
-    description: str | None = Field(default=None, max_length=4000)
+    description: OptionalPlainText = Field(default=None, max_length=4000)
     photos: list[str] | None = Field(default=None, max_length=MAX_PHOTOS)
-    note: str | None = Field(default=None, max_length=2000)
+    note: OptionalPlainText = Field(default=None, max_length=2000)
 
 
 class EventIn(BaseModel):
@@ -105,10 +101,10 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     action: Literal[ACTIONS]  # type: ignore[valid-type]
-    note: str | None = Field(default=None, max_length=2000)
+    note: OptionalPlainText = Field(default=None, max_length=2000)
     score: int | None = Field(default=None, ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=2000)
-    assignee: str | None = Field(default=None, max_length=200)
+    comment: OptionalPlainText = Field(default=None, max_length=2000)
+    assignee: OptionalPlainText = Field(default=None, max_length=200)
 
 
 def _pair(lon: float | None, lat: float | None) -> None:
@@ -119,6 +115,13 @@ def _pair(lon: float | None, lat: float | None) -> None:
             f"invalid {missing}: give lon and lat together",
             errors=[{"field": missing, "reason": "required with the other coordinate"}],
         )
+
+
+def worker_shown(principal: Principal, incident: dict[str, Any]) -> dict[str, Any]:
+    """An incident with its grid worker's details as `principal` may see them."""
+    if incident["grid"] is not None:
+        show_worker(principal, incident["grid"])
+    return incident
 
 
 def _cst(moment: datetime | None) -> datetime | None:
@@ -180,6 +183,7 @@ def intake_from(body: IncidentIn) -> Intake:
     status_code=201,
     summary="Report an incident; it is assigned to a grid at once",
     response_class=FastJSONResponse,
+    responses=problems(403, 413, 422),
 )
 def post_incident(request: Request, principal: Writer, body: IncidentIn) -> Response:
     """Answers the stored incident (grid, chain, worker, department, `assignment`,
@@ -194,10 +198,12 @@ def post_incident(request: Request, principal: Writer, body: IncidentIn) -> Resp
         context,
         intake,
         principal.actor,
-        principal.can("read:worker_phone"),
+        with_phone=True,
     )
     return FastJSONResponse(
-        incident, status_code=201, headers={"Location": f"/v1/incidents/{incident['id']}"}
+        worker_shown(principal, incident),
+        status_code=201,
+        headers={"Location": f"/v1/incidents/{incident['id']}"},
     )
 
 
@@ -228,14 +234,21 @@ def _area(codes: dict[str, str | None]) -> str | None:
     return given[-1] if given else None
 
 
-@router.get("/v1/incidents", summary="Incidents, newest first", response_class=FastJSONResponse)
+@router.get(
+    "/v1/incidents",
+    summary="Incidents, newest first",
+    response_class=FastJSONResponse,
+    responses=problems(400, 403),
+)
 def get_incidents(
     request: Request,
     principal: Reader,
     status: Annotated[
         str | None, Query(description="comma-separated states, e.g. reported,accepted")
     ] = None,
-    category: Annotated[str | None, Query(description="comma-separated category codes")] = None,
+    category: Annotated[
+        str | None, Query(pattern=PRINTABLE, description="comma-separated category codes")
+    ] = None,
     grid_code: Annotated[
         str | None, Query(pattern=r"^\d{6,15}$", description="a grid code or a prefix of one")
     ] = None,
@@ -275,7 +288,9 @@ def get_incidents(
     )
     calendar = calendar_of(request.app.state.settings)
     with request.app.state.engine.connect() as conn:
-        body = list_incidents(conn, f, principal.can("read:worker_phone"), calendar)
+        body = list_incidents(conn, f, True, calendar)
+    for incident in body["incidents"]:
+        worker_shown(principal, incident)
     return FastJSONResponse(body)
 
 
@@ -301,18 +316,20 @@ def get_categories(request: Request, principal: Anyone) -> Response:
     "/v1/incidents/{incident_id}",
     summary="One incident with its whole history",
     response_class=FastJSONResponse,
+    responses=problems(400, 403, 404),
 )
 def get_incident(request: Request, principal: Reader, incident_id: int) -> Response:
     calendar = calendar_of(request.app.state.settings)
     with request.app.state.engine.connect() as conn:
-        body = read_incident(conn, incident_id, principal.can("read:worker_phone"), calendar)
-    return FastJSONResponse(body)
+        body = read_incident(conn, incident_id, True, calendar)
+    return FastJSONResponse(worker_shown(principal, body))
 
 
 @router.post(
     "/v1/incidents/{incident_id}/events",
     summary="Move an incident through its lifecycle",
     response_class=FastJSONResponse,
+    responses=problems(400, 403, 404, 409, 413, 422),
 )
 def post_event(request: Request, principal: Writer, incident_id: int, body: EventIn) -> Response:
     """States: reported -accept-> accepted | -reject-> rejected; accepted -dispatch->
@@ -323,16 +340,15 @@ def post_event(request: Request, principal: Writer, incident_id: int, body: Even
     event = Event(body.action, body.note, body.score, body.comment, body.assignee)
     calendar = calendar_of(request.app.state.settings)
     with request.app.state.engine.begin() as conn:
-        incident = apply_event(
-            conn, incident_id, event, principal.actor, principal.can("read:worker_phone"), calendar
-        )
-    return FastJSONResponse(incident)
+        incident = apply_event(conn, incident_id, event, principal.actor, True, calendar)
+    return FastJSONResponse(worker_shown(principal, incident))
 
 
 @router.patch(
     "/v1/incidents/{incident_id}",
     summary="Edit, re-locate or re-categorise an open incident",
     response_class=FastJSONResponse,
+    responses=problems(400, 403, 404, 409, 413, 422),
 )
 def patch_incident(
     request: Request, principal: Writer, incident_id: int, body: IncidentPatch
@@ -346,13 +362,16 @@ def patch_incident(
         change,
         context,
         principal.actor,
-        principal.can("read:worker_phone"),
+        with_phone=True,
     )
-    return FastJSONResponse(incident)
+    return FastJSONResponse(worker_shown(principal, incident))
 
 
 @router.delete(
-    "/v1/incidents/{incident_id}", status_code=204, summary="Delete an incident (soft; admins)"
+    "/v1/incidents/{incident_id}",
+    status_code=204,
+    summary="Delete an incident (soft; admins)",
+    responses=problems(400, 403, 404),
 )
 def remove_incident(request: Request, principal: Deleter, incident_id: int) -> Response:
     """The incident is hidden from every read from now on; the audit log keeps who and when."""
@@ -365,6 +384,7 @@ def remove_incident(request: Request, principal: Deleter, incident_id: int) -> R
     "/v1/stats/incidents",
     summary="Incident statistics by grid, village, township or county",
     response_class=FastJSONResponse,
+    responses=problems(400, 403),
 )
 def get_stats(
     request: Request,
@@ -376,7 +396,7 @@ def get_stats(
     reported_to: Annotated[
         datetime | None, Query(alias="to", description="reported before; default +08:00")
     ] = None,
-    category: Annotated[str | None, Query(max_length=64)] = None,
+    category: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
 ) -> Response:
     """Per area: counts by state; received (all but rejected), handled (reached feedback,
     调处), handling rate = handled / received, succeeded (closed or evaluated without any

@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 
 from api.auth import Principal, create_api_key, list_api_keys, require, revoke_api_key
 from api.errors import Problem
+from api.responses import problems
 
-router = APIRouter(prefix="/v1", tags=["keys"])
+router = APIRouter(prefix="/v1", tags=["keys"], responses=problems(401, 403, 503))
 Admin = Annotated[Principal, Depends(require("manage:keys"))]
 
 
@@ -19,7 +20,8 @@ class KeyRequest(BaseModel):
     name: str = Field(
         min_length=1,
         max_length=200,
-        pattern=r"^[^\x00-\x1f]*\S[^\x00-\x1f]*$",
+        # Something visible, and no control character anywhere (\S alone admits them).
+        pattern=r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$",
         description="who or what uses the key",
     )
     role: Literal["viewer", "dispatcher", "planner", "admin"]
@@ -32,7 +34,12 @@ def list_keys(request: Request, _: Admin) -> dict[str, list[dict[str, object]]]:
         return {"keys": list_api_keys(conn)}
 
 
-@router.post("/keys", status_code=201, summary="Create an API key; the key is shown only here")
+@router.post(
+    "/keys",
+    status_code=201,
+    summary="Create an API key; the key is shown only here",
+    responses=problems(413, 422),
+)
 def create_key(body: KeyRequest, request: Request, admin: Admin) -> dict[str, object]:
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise Problem(
@@ -45,7 +52,9 @@ def create_key(body: KeyRequest, request: Request, admin: Admin) -> dict[str, ob
     return {"id": key_id, "name": body.name, "role": body.role, "key": key}
 
 
-@router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key")
+@router.delete(
+    "/keys/{key_id}", status_code=204, summary="Revoke an API key", responses=problems(400, 404)
+)
 def revoke_key(key_id: int, request: Request, admin: Admin) -> None:
     with request.app.state.engine.begin() as conn:
         if not revoke_api_key(conn, key_id, actor=admin.actor):

@@ -10,8 +10,10 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from api.auth import Principal, require
+from api.auth import Principal, require, show_worker
 from api.errors import Problem
+from api.responses import problems
+from api.routes.bodies import address_text
 from api.routes.params import at_param, coord_sys_param
 from api.services.lookup import (
     GridLocator,
@@ -20,13 +22,13 @@ from api.services.lookup import (
     answer_dict,
     resolve_points,
 )
+from api.services.validation import swap_hint, swapped_into_xiangxi
 from geo.crs import convert
 
-router = APIRouter(prefix="/v1", tags=["lookup"])
+router = APIRouter(prefix="/v1", tags=["lookup"], responses=problems(400, 401, 403, 503))
 
 Dispatcher = Annotated[Principal, Depends(require("lookup"))]
 MAX_BATCH_POINTS = 100_000
-MAX_BATCH_BYTES = 32 * 1024 * 1024
 MAX_BATCH_ACCURACY_M = 1000.0
 
 
@@ -59,12 +61,19 @@ def _swapped_hint(snapshot: GridSnapshot, lon: float, lat: float, coord_sys: str
     if found < 0:
         return ""
     code = snapshot.column("code")[found]
-    return f" — with lon and lat swapped it lies in grid {code}: did you swap them?"
+    return (
+        f" — lon/lat look swapped: with lon and lat swapped it lies in grid {code}; "
+        "send the longitude first"
+    )
 
 
 # The answer is pure computation on an in-memory index (well under a millisecond), so it
 # runs on the event loop: a thread hop would cost more than the work.
-@router.get("/lookup", summary="The grid, worker and admin chain of a point or an address")
+@router.get(
+    "/lookup",
+    summary="The grid, worker and admin chain of a point or an address",
+    responses=problems(404),
+)
 async def lookup_point(
     request: Request,
     principal: Dispatcher,
@@ -94,6 +103,14 @@ async def lookup_point(
                 "give either lon and lat, or address, not both",
                 errors=[{"field": "address", "in": "query", "reason": "not with lon/lat"}],
             )
+        try:
+            address = address_text(address)
+        except ValueError as exc:
+            raise Problem(
+                400,
+                f"invalid address: {exc}",
+                errors=[{"field": "address", "in": "query", "reason": str(exc)}],
+            ) from None
         return await run_in_threadpool(lookup_address, request, principal, address, at)
     if lon is None or lat is None:
         missing = "lon" if lon is None else "lat"
@@ -116,7 +133,7 @@ async def lookup_point(
     )
     if answers.grid[0] < 0:
         raise Problem(404, f"no grid within {max_distance_m:g} m of ({lon}, {lat}) in {coord_sys}")
-    return answer_dict(snapshot, answers, 0, with_phone=principal.can("read:worker_phone"))
+    return worker_shown(principal, answer_dict(snapshot, answers, 0, with_phone=True))
 
 
 def lookup_address(
@@ -130,13 +147,14 @@ def lookup_address(
             f"no place in Xiangxi matches the address {address!r}; check the "
             "county, township or village names, or look up a point instead",
         )
-    return address_answer(
+    answer = address_answer(
         request.app.state.grid_locator.at(at),
         match,
         address,
         request.app.state.settings.lookup_max_distance_m,
-        principal.can("read:worker_phone"),
+        with_phone=True,
     )
+    return worker_shown(principal, answer)
 
 
 BATCH_BODY = {
@@ -190,6 +208,7 @@ BATCH_BODY = {
     "/lookup/batch",
     summary="Look up to 100,000 points at once",
     openapi_extra={"requestBody": BATCH_BODY},
+    responses=problems(413, 422),
 )
 async def lookup_batch(
     request: Request,
@@ -200,9 +219,6 @@ async def lookup_batch(
 ) -> dict[str, Any]:
     """Answers in input order, each shaped like GET /v1/lookup plus the input's `id`; points
     farther than the limit from every grid answer with `grid: null` instead of failing."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
-        raise Problem(413, f"the body is {int(declared):,} bytes; at most {MAX_BATCH_BYTES:,}")
     if accuracy_m > MAX_BATCH_ACCURACY_M:
         raise Problem(
             400,
@@ -215,12 +231,8 @@ async def lookup_batch(
                 }
             ],
         )
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BATCH_BYTES:
-            raise Problem(413, f"the body is over {MAX_BATCH_BYTES:,} bytes")
-    lon, lat, ids = parse_points(bytes(body))
+    # GRIDCOVER_MAX_BODY_BYTES (api.limits) bounds the body.
+    lon, lat, ids = parse_points(await request.body())
     snapshot = await snapshot_for(request, at)
     # Up to 100,000 answers take seconds: off the event loop, so other requests go on.
     return await run_in_threadpool(
@@ -232,8 +244,15 @@ async def lookup_batch(
         coord_sys,
         accuracy_m,
         request.app.state.settings.lookup_max_distance_m,
-        principal.can("read:worker_phone"),
+        principal,
     )
+
+
+def worker_shown(principal: Principal, answer: dict[str, Any]) -> dict[str, Any]:
+    """A lookup answer with the grid worker's details as `principal` may see them."""
+    if answer["grid"] is not None:
+        show_worker(principal, answer["grid"])
+    return answer
 
 
 def batch_answers(
@@ -244,12 +263,12 @@ def batch_answers(
     coord_sys: str,
     accuracy_m: float,
     max_distance_m: float,
-    with_phone: bool,
+    principal: Principal,
 ) -> dict[str, Any]:
     answers = resolve_points(snapshot, lon, lat, coord_sys, accuracy_m, max_distance_m)
     results = []
     for i in range(lon.size):
-        result = answer_dict(snapshot, answers, i, with_phone)
+        result = worker_shown(principal, answer_dict(snapshot, answers, i, with_phone=True))
         if ids is not None:
             result["id"] = ids[i]
         results.append(result)
@@ -282,18 +301,23 @@ def parse_points(body: bytes) -> tuple[np.ndarray, np.ndarray, list[Any] | None]
         & (np.abs(coords[:, 1]) <= 90)
     )
     if bad.any():
-        rows = np.flatnonzero(bad)
+        rows = np.flatnonzero(bad)[:100]
+        swapped = swapped_into_xiangxi(coords[rows, 0], coords[rows, 1])
+        errors = [
+            {
+                "row": int(row),
+                "field": "coordinates",
+                "reason": swap_hint(*coords[row])
+                if swap
+                else "lon must be in [-180, 180] and lat in [-90, 90]",
+            }
+            for row, swap in zip(rows, swapped, strict=True)
+        ]
         raise Problem(
             422,
-            f"{rows.size} point(s) have coordinates out of range",
-            errors=[
-                {
-                    "row": int(r),
-                    "field": "coordinates",
-                    "reason": "lon must be in [-180, 180] and lat in [-90, 90]",
-                }
-                for r in rows[:100]
-            ],
+            f"{np.count_nonzero(bad)} point(s) have coordinates out of range; first at row "
+            f"{errors[0]['row']}: {errors[0]['reason']}",
+            errors=errors,
         )
     return coords[:, 0], coords[:, 1], ids
 

@@ -26,7 +26,15 @@ from fastapi.responses import Response
 from api.auth import Principal, Role, current_principal
 from api.cql2 import CHINA_STANDARD_TIME, parse_timestamp
 from api.errors import Problem
-from api.responses import ORJSON_OPTIONS
+from api.responses import (
+    FEATURE_COLLECTION_SCHEMA,
+    FEATURE_SCHEMA,
+    NOT_MODIFIED,
+    ORJSON_OPTIONS,
+    problems,
+    success,
+    without_fastapi_validation_errors,
+)
 from api.routes.params import at_param
 from api.routes.web import map_page, wants_html
 from api.services.features import (
@@ -401,7 +409,11 @@ def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict[str
 class OGCFeaturesFactory:
     """Builds the OGC API – Features router over `COLLECTIONS`."""
 
-    router: APIRouter = field(default_factory=lambda: APIRouter(tags=["OGC API - Features"]))
+    router: APIRouter = field(
+        default_factory=lambda: APIRouter(
+            tags=["OGC API - Features"], responses=problems(401, 503) | NOT_MODIFIED
+        )
+    )
     store: FeatureStore = field(default_factory=FeatureStore)
 
     def __post_init__(self) -> None:
@@ -466,7 +478,18 @@ class OGCFeaturesFactory:
         router = self.router
         store = self.store
 
-        @router.get("/", summary="Landing page (the web map for browsers)", response_class=Response)
+        @router.get(
+            "/",
+            summary="Landing page (the web map for browsers)",
+            response_class=Response,
+            responses={
+                200: {
+                    "description": "links to the API, its conformance and the collections; "
+                    "the web map (HTML) for browsers",
+                    "content": {JSON: {"schema": {"type": "object"}}, "text/html": {}},
+                }
+            },
+        )
         def landing(request: Request, principal: Caller) -> Response:
             if wants_html(request):
                 return map_page()
@@ -490,11 +513,21 @@ class OGCFeaturesFactory:
                 headers={"Vary": "Authorization, Accept"},
             )
 
-        @router.get("/conformance", summary="Conformance classes", response_class=Response)
+        @router.get(
+            "/conformance",
+            summary="Conformance classes",
+            response_class=Response,
+            responses=success(JSON, "the conformance classes", {"type": "object"}),
+        )
         def conformance(request: Request, principal: Caller) -> Response:
             return cached_response(request, {"conformsTo": CONFORMANCE}, principal)
 
-        @router.get("/collections", summary="The collections you may read", response_class=Response)
+        @router.get(
+            "/collections",
+            summary="The collections you may read",
+            response_class=Response,
+            responses=success(JSON, "the collections", {"type": "object"}),
+        )
         def collections(request: Request, principal: Caller) -> Response:
             base = _base(request)
             documents = self.collection_documents(request, readable(principal))
@@ -508,7 +541,10 @@ class OGCFeaturesFactory:
             )
 
         @router.get(
-            "/collections/{collectionId}", summary="One collection", response_class=Response
+            "/collections/{collectionId}",
+            summary="One collection",
+            response_class=Response,
+            responses=success(JSON, "the collection", {"type": "object"}) | problems(403, 404),
         )
         def collection(request: Request, principal: Caller, collection: CollectionDep) -> Response:
             return cached_response(
@@ -522,6 +558,8 @@ class OGCFeaturesFactory:
             "/collections/{collectionId}/queryables",
             summary="What a filter may use (JSON Schema)",
             response_class=Response,
+            responses=success(SCHEMA_JSON, "the queryables", {"type": "object"})
+            | problems(403, 404),
         )
         def queryables(request: Request, principal: Caller, collection: CollectionDep) -> Response:
             url = f"{_base(request)}/collections/{collection.id}/queryables"
@@ -547,6 +585,8 @@ class OGCFeaturesFactory:
             "/collections/{collectionId}/schema",
             summary="The schema of a feature (JSON Schema)",
             response_class=Response,
+            responses=success(SCHEMA_JSON, "the feature schema", {"type": "object"})
+            | problems(403, 404),
         )
         def schema(request: Request, principal: Caller, collection: CollectionDep) -> Response:
             url = f"{_base(request)}/collections/{collection.id}/schema"
@@ -578,7 +618,8 @@ class OGCFeaturesFactory:
             "/collections/{collectionId}/items",
             summary="Features of a collection (GeoJSON)",
             response_class=Response,
-            responses={200: {"content": {GEOJSON: {}}, "description": "a FeatureCollection"}},
+            responses=success(GEOJSON, "a FeatureCollection", FEATURE_COLLECTION_SCHEMA)
+            | problems(400, 403, 404),
         )
         def items(
             request: Request,
@@ -623,7 +664,7 @@ class OGCFeaturesFactory:
             "/collections/{collectionId}/items/{featureId}",
             summary="One feature (GeoJSON)",
             response_class=Response,
-            responses={200: {"content": {GEOJSON: {}}, "description": "a Feature"}},
+            responses=success(GEOJSON, "a Feature", FEATURE_SCHEMA) | problems(400, 403, 404),
         )
         def item(
             request: Request,
@@ -716,8 +757,9 @@ def _property_parameter(collection: Collection, name: str, type_: str) -> dict[s
 
 def openapi_30(document: dict[str, Any]) -> dict[str, Any]:
     """The app's OpenAPI document as 3.0, with one items path per collection that also
-    lists the property filters (`?kind=...`) GDAL and QGIS look for there."""
-    converted = _schema_30(document)
+    lists the property filters (`?kind=...`) GDAL and QGIS look for there, and the routes'
+    own problem declarations instead of FastAPI's generated 422s."""
+    converted = without_fastapi_validation_errors(_schema_30(document))
     converted["openapi"] = "3.0.3"
     converted.pop("jsonSchemaDialect", None)
     converted.pop("webhooks", None)

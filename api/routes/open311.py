@@ -20,6 +20,7 @@ key, 404 for unknown ids). Only JSON is served.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,8 @@ from starlette.datastructures import FormData, QueryParams
 
 from api.auth import PERMISSIONS, Principal, Role
 from api.errors import Problem
-from api.responses import FastJSONResponse
+from api.responses import FastJSONResponse, problems
+from api.routes.bodies import address_text
 from api.routes.incidents import CLOCK_SKEW, intake_context
 from api.routes.params import CHINA_STANDARD_TIME
 from api.services.incidents import (
@@ -44,13 +46,87 @@ from api.services.incidents import (
     read_categories,
     read_incident,
 )
+from api.services.validation import swap_hint, swapped_into_xiangxi
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
+OPEN311_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["code", "description"],
+                        "properties": {
+                            "code": {"type": "integer"},
+                            "description": {"type": "string"},
+                        },
+                    },
+                }
+            }
+        },
+    }
+    for status, description in (
+        (400, "bad input (Open311 error list)"),
+        (401, "no api_key where one is needed (Open311 error list)"),
+        (403, "the api_key is unknown, revoked, expired or too weak (Open311 error list)"),
+        (404, "unknown jurisdiction, service or request (Open311 error list)"),
+    )
+}
+router = APIRouter(prefix="/open311/v2", tags=["open311"], responses=OPEN311_ERRORS | problems(503))
+
 # Jurisdictions this endpoint answers for: the prefecture's division code and name.
 JURISDICTIONS = ("433100", "xiangxi")
 DEFAULT_DAYS = 90
 MAX_REQUESTS = 1000
 REPORTER_FIELDS = ("first_name", "last_name", "email", "phone", "device_id", "account_id")
+
+
+def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": {"type": "string"} | schema,
+    }
+
+
+# The parameters are read by hand (errors are Open311's own), so /api learns them here.
+COMMON_PARAMETERS = [
+    _query("jurisdiction_id", "433100 or xiangxi (optional: this endpoint serves one)"),
+    _query("api_key", "an API key, instead of `Authorization: Bearer`"),
+]
+REQUESTS_PARAMETERS = [
+    *COMMON_PARAMETERS,
+    _query("service_request_id", "comma-separated ids; the other filters are then ignored"),
+    _query("service_code", "comma-separated category codes"),
+    _query("start_date", "reported at or after (W3C date-time)", format="date-time"),
+    _query("end_date", "reported before (W3C date-time)", format="date-time"),
+    _query("status", "open, closed or open,closed"),
+]
+REQUEST_FORM = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "required": ["service_code"],
+                "properties": {
+                    "service_code": {"type": "string"},
+                    "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                    "long": {"type": "number", "minimum": -180, "maximum": 180},
+                    "address_string": {"type": "string"},
+                    "address_id": {"type": "string"},
+                    "description": {"type": "string"},
+                    "media_url": {"type": "string"},
+                    **{name: {"type": "string"} for name in ("api_key", "jurisdiction_id")},
+                    **{name: {"type": "string"} for name in REPORTER_FIELDS},
+                },
+            }
+        }
+    },
+}
 
 
 class Open311Error(Exception):
@@ -146,7 +222,11 @@ def _services(request: Request, params: QueryParams) -> Response:
     return FastJSONResponse([_service(c) for c in categories])
 
 
-@router.get("/services.json", summary="Open311: the incident categories as services")
+@router.get(
+    "/services.json",
+    summary="Open311: the incident categories as services",
+    openapi_extra={"parameters": COMMON_PARAMETERS},
+)
 async def services(request: Request) -> Response:
     return await _answer(_services, request, request.query_params)
 
@@ -161,7 +241,11 @@ def _definition(request: Request, params: QueryParams, code: str) -> Response:
     return FastJSONResponse({"service_code": code, "attributes": []})
 
 
-@router.get("/services/{service_code}.json", summary="Open311: a service definition")
+@router.get(
+    "/services/{service_code}.json",
+    summary="Open311: a service definition",
+    openapi_extra={"parameters": COMMON_PARAMETERS},
+)
 async def service_definition(request: Request, service_code: str) -> Response:
     return await _answer(_definition, request, request.query_params, service_code)
 
@@ -219,16 +303,32 @@ def _text(form: FormData, name: str, max_length: int) -> str | None:
     return value or None
 
 
+def _refuse_swapped(form: FormData) -> None:
+    """400 saying so when lat/long lie in Xiangxi only when swapped."""
+    try:
+        lat, lon = float(str(form.get("lat"))), float(str(form.get("long")))
+    except ValueError:
+        return  # not numbers: `_number` says so
+    if abs(lat) > 90 and swapped_into_xiangxi(lon, lat)[0]:
+        raise Open311Error(400, "lat: " + swap_hint(lon, lat))
+
+
 def intake_of_form(form: FormData) -> Intake:
     """The incident an Open311 POST describes (WGS84 lat/long; Open311 has no coord_sys)."""
     code = _text(form, "service_code", 64)
     if not code:
         raise Open311Error(400, "service_code is required")
+    _refuse_swapped(form)
     lat = _number(form, "lat", -90, 90)
     lon = _number(form, "long", -180, 180)
     if (lat is None) != (lon is None):
         raise Open311Error(400, "lat and long go together")
     address = _text(form, "address_string", 300)
+    if address is not None:
+        try:
+            address = address_text(address)
+        except ValueError as exc:
+            raise Open311Error(400, f"address_string {exc}") from None
     if lat is None and address is None:
         if form.get("address_id"):
             raise Open311Error(400, "address_id is not supported; send address_string or lat/long")
@@ -269,7 +369,12 @@ def _post(request: Request, form: FormData) -> Response:
     )
 
 
-@router.post("/requests.json", summary="Open311: report a service request (form-encoded)")
+@router.post(
+    "/requests.json",
+    summary="Open311: report a service request (form-encoded)",
+    responses=problems(413),
+    openapi_extra={"requestBody": REQUEST_FORM},
+)
 async def post_request(request: Request) -> Response:
     try:
         form = await request.form()
@@ -300,12 +405,16 @@ def _get_requests(request: Request, params: QueryParams) -> Response:
             status = tuple(s for s in STATES if s not in FINISHED_STATES)
         elif kinds == {"closed"}:
             status = FINISHED_STATES
-    codes = tuple(v.strip() for v in (params.get("service_code") or "").split(",") if v.strip())
+    raw_codes = params.get("service_code") or ""
+    if any(ord(c) < 32 for c in raw_codes):  # no code holds one; PostgreSQL refuses NUL
+        raise Open311Error(400, "service_code holds control characters")
+    codes = tuple(v.strip() for v in raw_codes.split(",") if v.strip())
     start, end = _date_param(params, "start_date"), _date_param(params, "end_date")
     if not ids and start is None:
-        start = (end or datetime.now(CHINA_STANDARD_TIME) + CLOCK_SKEW) - timedelta(
-            days=DEFAULT_DAYS
-        )
+        latest = end or datetime.now(CHINA_STANDARD_TIME) + CLOCK_SKEW
+        # An end_date in the first days of year 1 has no earlier bound to default to.
+        with contextlib.suppress(OverflowError):
+            start = latest - timedelta(days=DEFAULT_DAYS)
     f = IncidentFilter(
         ids=ids,
         # Per the spec, ids given make the other parameters ignored.
@@ -322,7 +431,11 @@ def _get_requests(request: Request, params: QueryParams) -> Response:
     return FastJSONResponse([_request_dict(i, notes.get(i["id"])) for i in incidents])
 
 
-@router.get("/requests.json", summary="Open311: service requests")
+@router.get(
+    "/requests.json",
+    summary="Open311: service requests",
+    openapi_extra={"parameters": REQUESTS_PARAMETERS},
+)
 async def get_requests(request: Request) -> Response:
     return await _answer(_get_requests, request, request.query_params)
 
@@ -343,6 +456,10 @@ def _get_request(request: Request, params: QueryParams, request_id: str) -> Resp
     return FastJSONResponse([_request_dict(incident, note)])
 
 
-@router.get("/requests/{service_request_id}.json", summary="Open311: one service request")
+@router.get(
+    "/requests/{service_request_id}.json",
+    summary="Open311: one service request",
+    openapi_extra={"parameters": COMMON_PARAMETERS},
+)
 async def get_request(request: Request, service_request_id: str) -> Response:
     return await _answer(_get_request, request, request.query_params, service_request_id)

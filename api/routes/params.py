@@ -5,12 +5,20 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
-from fastapi import Query
+from fastapi import Path, Query
 
 from api.errors import Problem
+from api.services.validation import swap_hint, swapped_into_xiangxi
 
 CoordSys = Literal["wgs84", "cgcs2000", "gcj02", "bd09"]
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
+# Text of a path or query parameter (a code, a category): no C0 control character, which
+# no code holds and PostgreSQL text cannot store (NUL); other text is a 404 or no match.
+PRINTABLE = r"^[^\x00-\x1f]*$"
+GridCode = Annotated[str, Path(pattern=PRINTABLE, description="a grid's 15-digit code")]
+VillageCode = Annotated[str, Path(pattern=PRINTABLE, description="a village's 12-digit code")]
+# The bounds `check_latitude` enforces, for the OpenAPI document of a `lat` parameter.
+LATITUDE_RANGE = {"minimum": -90, "maximum": 90}
 
 
 async def coord_sys_param(
@@ -52,3 +60,16 @@ async def bbox_param(
             errors=[{"field": "bbox", "in": "query", "reason": "invalid"}],
         )
     return west, south, east, north
+
+
+def check_latitude(lon: float, lat: float) -> None:
+    """400 for a `lat` query parameter out of [-90, 90], saying so when lon and lat look
+    swapped (the pair then lies in Xiangxi)."""
+    if -90 <= lat <= 90:
+        return
+    reason = swap_hint(lon, lat) if swapped_into_xiangxi(lon, lat)[0] else "must be in [-90, 90]"
+    raise Problem(
+        400,
+        f"invalid lat: {lat}: {reason}",
+        errors=[{"field": "lat", "in": "query", "reason": reason}],
+    )

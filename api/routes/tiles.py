@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from api.auth import Principal, Role, current_principal
 from api.errors import Problem
+from api.responses import NOT_MODIFIED, problems, success
 from api.routes.ogc import _cache_control, _not_modified, cached_response
 from api.services.features import Collection
 from api.services.tiles import (
@@ -30,7 +31,9 @@ from api.services.tiles import (
     tilejson,
 )
 
-router = APIRouter(tags=["Vector tiles"])
+router = APIRouter(
+    tags=["Vector tiles"], responses=problems(400, 401, 403, 404, 503) | NOT_MODIFIED
+)
 Caller = Annotated[Principal, Depends(current_principal)]
 Level = Literal["detect", "observe", "recognize", "identify"]
 LevelQuery = Annotated[
@@ -79,6 +82,7 @@ def _base(request: Request) -> str:
     f"/collections/{{collectionId}}/tiles/{TILE_MATRIX_SET}",
     summary="TileJSON 3.0.0 of a collection's vector tiles",
     response_class=Response,
+    responses=success("application/json", "TileJSON 3.0.0", {"type": "object"}),
 )
 def tileset(request: Request, principal: Caller, collection: Tiled, level: LevelQuery = None):
     with request.app.state.engine.connect() as conn:
@@ -96,12 +100,13 @@ def tileset(request: Request, principal: Caller, collection: Tiled, level: Level
     summary="A vector tile (Mapbox Vector Tile) of a collection",
     response_class=Response,
     responses={
-        200: {"content": {MVT: {}}, "description": "the tile: one layer named after the "
-              "collection"},
+        200: {
+            "content": {MVT: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the tile: one layer named after the collection",
+        },
         204: {"description": "an empty tile: nothing there, or below the collection's minzoom"},
-        304: {"description": "unchanged since the ETag in If-None-Match"},
     },
-)  # fmt: skip
+)
 def tile(
     request: Request,
     principal: Caller,

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import Problem
+from api.responses import problems, success
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 MAP_PAGE = STATIC / "index.html"
@@ -59,6 +60,11 @@ def map_page() -> Response:
     )
 
 
-@router.get("/map", summary="The web map (HTML)", response_class=Response)
+@router.get(
+    "/map",
+    summary="The web map (HTML)",
+    response_class=Response,
+    responses=success("text/html", "the web map page") | problems(503),
+)
 def web_map() -> Response:
     return map_page()

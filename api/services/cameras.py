@@ -22,7 +22,7 @@ from sqlalchemy import Connection, text
 from api.audit import record_write
 from api.errors import Problem
 from api.services.bulk import copy_frame, select_columns
-from api.services.coverage import begin_camera_write, refresh_cameras
+from api.services.coverage import ARC_PAD_SHARE, begin_camera_write, refresh_cameras
 from api.services.validation import RowErrors, RowsRejected
 from geo.camera import DEFAULT_HFOV_DEG, DORI_LEVELS, level_ranges_m, visible_from
 from geo.codes import validate_camera_gb_id
@@ -359,11 +359,15 @@ def _refuse_registered(conn: Connection, gb_id: str) -> None:
 
 
 # -- evidence: which cameras see a point -----------------------------------------------------
+# The stored FOV polygons run up to 0.13 % of the range inside the true arcs: candidates
+# are the detect FOVs within that share of the longest detect range (an index lookup).
 VISIBLE_CANDIDATES_SQL = """
 SELECT c.id, c.gb_id, c.kind, c.azimuth_deg, c.hfov_deg, c.resolution_h_px, c.range_m,
        ST_X(c.geom_m) AS x, ST_Y(c.geom_m) AS y
 FROM camera_fov f JOIN camera c ON c.id = f.camera_id
-WHERE f.level = 'detect' AND ST_DWithin(f.geom_m, ST_SetSRID(ST_Point(:x, :y), 4546), :slack)
+WHERE f.level = 'detect' AND ST_DWithin(
+    f.geom_m, ST_SetSRID(ST_Point(:x, :y), 4546),
+    (SELECT max(range_m) FROM camera_fov WHERE level = 'detect') * :share + 0.01)
 """
 
 
@@ -373,57 +377,40 @@ def cameras_visible(conn: Connection, x_m: float, y_m: float) -> list[dict[str, 
 
     Candidates come from the stored detect-level FOVs (one index lookup; only working
     cameras have FOVs); the exact sector geometry (`geo.camera.visible_from`) then
-    decides, so the polygons' arc approximation never adds or drops a camera.
+    decides, so the polygons' arc approximation never adds or drops a camera. A handful
+    of rows: plain arrays, no DataFrame (whose overhead would be most of the time).
     """
     rows = conn.execute(
-        text(VISIBLE_CANDIDATES_SQL), {"x": x_m, "y": y_m, "slack": FOV_ARC_SLACK_M}
+        text(VISIBLE_CANDIDATES_SQL), {"x": x_m, "y": y_m, "share": ARC_PAD_SHARE}
     ).all()
     if not rows:
         return []
-    cams = pd.DataFrame(
-        rows,
-        columns=[
-            "id",
-            "gb_id",
-            "kind",
-            "azimuth_deg",
-            "hfov_deg",
-            "resolution_h_px",
-            "range_m",
-            "x",
-            "y",
-        ],
-    )
-    hfov = cams["hfov_deg"].to_numpy(float)
+    ids, gb_ids, kinds, azimuth, hfov, resolution, range_m, x, y = zip(*rows, strict=True)
+    hfov_deg = np.array(hfov, dtype=np.float64)
     ranges = level_ranges_m(
-        cams["kind"].to_numpy(object),
-        cams["resolution_h_px"].to_numpy(float),
-        hfov,
-        pd.to_numeric(cams["range_m"]).to_numpy(float),
+        np.array(kinds, dtype=object),
+        np.array(resolution, dtype=np.float64),
+        hfov_deg,
+        np.array([np.nan if r is None else r for r in range_m], dtype=np.float64),
     )
     distance, bearing, level = visible_from(
         x_m,
         y_m,
-        cams["x"].to_numpy(float),
-        cams["y"].to_numpy(float),
-        cams["azimuth_deg"].to_numpy(float),
-        hfov,
+        np.array(x, dtype=np.float64),
+        np.array(y, dtype=np.float64),
+        np.array(azimuth, dtype=np.float64),
+        hfov_deg,
         ranges,
     )
     seen = np.flatnonzero(level >= 0)
     order = seen[np.lexsort((distance[seen], -level[seen]))]
     return [
         {
-            "camera_id": int(cams["id"].iloc[i]),
-            "gb_id": str(cams["gb_id"].iloc[i]),
+            "camera_id": int(ids[i]),
+            "gb_id": str(gb_ids[i]),
             "distance_m": round(float(distance[i]), 1),
             "bearing_deg": round(float(bearing[i]), 1),
             "level": DORI_LEVELS[level[i]],
         }
-        for i in order
+        for i in order.tolist()
     ]
-
-
-# The stored FOV polygons follow the true arc to within 0.26 % of the range, a few
-# centimetres; candidates are looked up this far around the point so none is missed.
-FOV_ARC_SLACK_M = 1.0

@@ -8,10 +8,14 @@ PostGIS (EPSG:4546 generated columns) and writes their results back:
 - `refresh_cameras` runs inside a camera write's transaction: it rebuilds the FOVs of
   the cameras written and recomputes only the grids and H3 cells their old and new FOVs
   touch, so no read ever sees coverage older than the cameras.
+
+Rows go in by binary COPY (`_copy_rows`): geometries as EWKB bytes, numbers as numbers,
+no text to format or parse; a recompute writes ~100 MB of gap polygons.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,24 +24,26 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import psycopg
 import shapely
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from psycopg.types import TypeInfo
 from sqlalchemy import Connection, Engine, text
 
-from api.services.bulk import copy_frame
-from api.services.incidents import refresh_incident_gaps
+from api.audit import record_write
+from api.services.incidents import gap_flags, refresh_incident_gaps
 from geo import coverage as geo_coverage
 from geo.camera import ACTIVE_STATUSES, DORI_LEVELS
 from geo.coverage import FovSet, Places, Roads, public_ratio
+from geo.crs import to_metric
 
 Progress = Callable[[str, float], None]
 # The tables a camera write or a recompute changes (for caches keyed on them).
 CAMERA_TABLES = ("camera", "camera_fov", "coverage", "coverage_h3")
-
-CAMERAS_SQL = """
-SELECT id, kind, ST_X(geom_m) AS x, ST_Y(geom_m) AS y, azimuth_deg, hfov_deg,
-       resolution_h_px, range_m, status, version
-FROM camera
-"""
+# Columns by name: numpy arrays (or lists) of equal length. Lighter than a DataFrame for
+# the handful of rows of a camera edit, where pandas' overhead would dominate.
+Columns = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -49,43 +55,93 @@ class CoverageSettings:
     min_gap_m2: float = 25.0
 
 
-def fov_set(cameras: pd.DataFrame) -> FovSet:
-    """The analytic FOVs of the active cameras among `cameras` (columns of `CAMERAS_SQL`)."""
-    return FovSet.from_cameras(
-        cameras["x"].to_numpy(float),
-        cameras["y"].to_numpy(float),
-        cameras["kind"].to_numpy(object),
-        cameras["azimuth_deg"].to_numpy(float),
-        cameras["hfov_deg"].to_numpy(float),
-        cameras["resolution_h_px"].to_numpy(float),
-        cameras["range_m"].to_numpy(float),
-        cameras["status"].to_numpy(object),
-        cameras["id"].to_numpy(np.int64),
-    )
+# -- writing rows --------------------------------------------------------------------------------
+@functools.cache
+def _ewkb_dumper(geometry_oid: int) -> type[Dumper]:
+    """A binary COPY dumper passing EWKB bytes as PostGIS `geometry` (its binary input)."""
+
+    class EwkbDumper(Dumper):
+        format = Format.BINARY
+        oid = geometry_oid
+
+        def dump(self, obj: bytes) -> bytes:
+            return obj
+
+    return EwkbDumper
 
 
-def fov_rows(fovs: FovSet, cameras: pd.DataFrame) -> pd.DataFrame:
-    """`camera_fov` rows (`camera_id, camera_version, level, range_m, geom_m` EPSG:4546)
-    of `fovs`, built from `cameras`; levels with a zero range (a range override below the
-    level's distance) are left out."""
-    versions = cameras.set_index("id")["version"].reindex(fovs.camera_id).to_numpy()
-    frames = [
-        pd.DataFrame(
-            {
-                "camera_id": fovs.camera_id,
-                "camera_version": versions,
-                "level": level,
-                "range_m": fovs.ranges_m[:, k],
-                "geom_m": fovs.polygons(level),
-            }
-        )
-        for k, level in enumerate(DORI_LEVELS)
-    ]
-    rows = pd.concat(frames, ignore_index=True)
-    return rows[rows["range_m"] > 0].reset_index(drop=True)
+_EWKB_SRID_FLAG = 0x20000000
 
 
-CAMERA_COLUMNS = [
+def _ewkb(geoms: np.ndarray, srid: int) -> list[bytes | None]:
+    """EWKB of shapely geometries (None stays None): little-endian WKB with the SRID
+    spliced into its header, which costs less than `shapely.set_srid` cloning them."""
+    out: list[bytes | None] = []
+    tag = srid.to_bytes(4, "little")
+    for wkb in shapely.to_wkb(np.asarray(geoms, dtype=object), byte_order=1).tolist():
+        if wkb is None:
+            out.append(None)
+        else:
+            kind = int.from_bytes(wkb[1:5], "little") | _EWKB_SRID_FLAG
+            out.append(wkb[:1] + kind.to_bytes(4, "little") + tag + wkb[5:])
+    return out
+
+
+def _python_values(values: Any, kind: str) -> list[Any]:
+    """A column as the Python values psycopg dumps: NaN and missing as None (NULL)."""
+    if kind.startswith("geometry:"):
+        return _ewkb(values, int(kind.split(":")[1]))
+    if kind in ("float8", "float4"):
+        floats = np.asarray(values, dtype=np.float64)
+        out = floats.tolist()
+        return [None if v != v else v for v in out] if np.isnan(floats).any() else out
+    if kind in ("int8", "int4"):
+        return np.asarray(values, dtype=np.int64).tolist()
+    if kind == "int8[]":
+        return [[int(i) for i in v] if v is not None else [] for v in values]
+    return list(values)
+
+
+def _geometry_oid(driver: psycopg.Connection) -> int:
+    """The OID of PostGIS `geometry` in this connection's database (looked up once)."""
+    info = driver.adapters.types.get("geometry")
+    if info is None:
+        info = TypeInfo.fetch(driver, "geometry")
+        if info is None:
+            raise RuntimeError("PostGIS is not installed in this database")
+        info.register(driver)
+    return info.oid
+
+
+def _copy_rows(conn: Connection, table: str, columns: Columns, kinds: dict[str, str]) -> int:
+    """Binary COPY of `columns` into `table` in the caller's transaction; `kinds` gives
+    each column's PostgreSQL type (`geometry:SRID` for shapely geometries)."""
+    names = list(kinds)
+    values = [_python_values(columns[name], kinds[name]) for name in names]
+    rows = len(values[0]) if values else 0
+    if not rows:
+        return 0
+    driver = conn.connection.driver_connection
+    geometry_oid = _geometry_oid(driver)
+    types = [geometry_oid if kinds[n].startswith("geometry:") else kinds[n] for n in names]
+    with driver.cursor() as cursor:
+        cursor.adapters.register_dumper(None, _ewkb_dumper(geometry_oid))
+        statement = f"COPY {table} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
+        with cursor.copy(statement) as copy:
+            copy.set_types(types)
+            for row in zip(*values, strict=True):
+                copy.write_row(row)
+    return rows
+
+
+# -- cameras and their FOVs ------------------------------------------------------------------------
+CAMERAS_SQL = """
+SELECT id, kind, ST_X(geom_m) AS x, ST_Y(geom_m) AS y, azimuth_deg, hfov_deg,
+       resolution_h_px, range_m, status, version
+FROM camera
+"""
+CAMERAS_BY_ID_SQL = CAMERAS_SQL + " WHERE id = ANY(%(ids)s)"
+CAMERA_COLUMNS = (
     "id",
     "kind",
     "x",
@@ -96,26 +152,76 @@ CAMERA_COLUMNS = [
     "range_m",
     "status",
     "version",
-]
+)
+CAMERA_NUMBERS = ("x", "y", "azimuth_deg", "hfov_deg", "resolution_h_px", "range_m")
 
 
-def _camera_frame(rows: Sequence[Any]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=CAMERA_COLUMNS)
-    frame["range_m"] = pd.to_numeric(frame["range_m"], errors="coerce")
-    return frame
+def _camera_columns(rows: Sequence[Any]) -> Columns:
+    """Rows of `CAMERAS_SQL` as columns; a missing range override is NaN."""
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(CAMERA_COLUMNS)
+    columns = {
+        name: np.array(column, dtype=object)
+        for name, column in zip(CAMERA_COLUMNS, values, strict=True)
+    }
+    for name in CAMERA_NUMBERS:
+        columns[name] = np.array(
+            [np.nan if v is None else v for v in values[CAMERA_COLUMNS.index(name)]],
+            dtype=np.float64,
+        )
+    columns["id"] = columns["id"].astype(np.int64)
+    columns["version"] = columns["version"].astype(np.int64)
+    return columns
 
 
-def _read_cameras(conn: Connection, ids: Sequence[int] | None = None) -> pd.DataFrame:
-    sql, params = CAMERAS_SQL, {}
-    if ids is not None:
-        sql += " WHERE id = ANY(:ids)"
-        params = {"ids": list(ids)}
-    return _camera_frame(conn.execute(text(sql), params).all())
+def _read_cameras(conn: Connection) -> Columns:
+    return _camera_columns(conn.execute(text(CAMERAS_SQL)).all())
 
 
-def _write_fovs(conn: Connection, fovs: pd.DataFrame) -> int:
-    columns = ["camera_id", "camera_version", "level", "range_m", "geom_m"]
-    return copy_frame(conn, "camera_fov", fovs[columns], {"geom_m": 4546})
+def fov_set(cameras: Columns) -> FovSet:
+    """The analytic FOVs of the active cameras among `cameras` (columns of `CAMERAS_SQL`)."""
+    return FovSet.from_cameras(
+        cameras["x"],
+        cameras["y"],
+        cameras["kind"],
+        cameras["azimuth_deg"],
+        cameras["hfov_deg"],
+        cameras["resolution_h_px"],
+        cameras["range_m"],
+        cameras["status"],
+        cameras["id"],
+    )
+
+
+FOV_KINDS = {
+    "camera_id": "int8",
+    "camera_version": "int4",
+    "level": "text",
+    "range_m": "float4",
+    "geom_m": "geometry:4546",
+}
+
+
+def fov_rows(fovs: FovSet, cameras: Columns) -> Columns:
+    """`camera_fov` rows (`camera_id, camera_version, level, range_m, geom_m` EPSG:4546)
+    of `fovs`, built from `cameras`; levels with a zero range (a range override below the
+    level's distance) are left out."""
+    version_of = dict(zip(cameras["id"].tolist(), cameras["version"].tolist(), strict=True))
+    versions = np.array([version_of[i] for i in fovs.camera_id.tolist()], dtype=np.int64)
+    n, levels = len(fovs), len(DORI_LEVELS)
+    ranges = fovs.ranges_m.T.reshape(-1)
+    keep = ranges > 0
+    rows = {
+        "camera_id": np.tile(np.asarray(fovs.camera_id, dtype=np.int64), levels),
+        "camera_version": np.tile(versions, levels),
+        "level": np.repeat(np.array(DORI_LEVELS, dtype=object), n),
+        "range_m": ranges,
+        "geom_m": np.concatenate([fovs.polygons(level) for level in DORI_LEVELS]),
+    }
+    return {name: values[keep] for name, values in rows.items()}
+
+
+def _write_fovs(conn: Connection, fovs: Columns) -> int:
+    return _copy_rows(conn, "camera_fov", fovs, FOV_KINDS)
 
 
 # FOVs out of date: of cameras no longer active, or built from an older version of them
@@ -130,7 +236,7 @@ WHERE c.status = ANY(:active) AND NOT EXISTS (SELECT 1 FROM camera_fov f WHERE f
 """
 
 
-def sync_fovs(conn: Connection, cameras: pd.DataFrame, fovs: FovSet) -> int:
+def sync_fovs(conn: Connection, cameras: Columns, fovs: FovSet) -> int:
     """Make `camera_fov` match `cameras` (all of them, with their `fovs`): drop stale FOVs,
     write the missing ones; returns how many cameras got new FOVs. Only cameras that
     changed since their FOVs were built cost anything."""
@@ -166,95 +272,57 @@ class CoverageInputs:
     places: Places
 
 
-# Around a set of grids: every camera whose detect FOV reaches one of them, and the
-# target features that meet one of them. `:ids` NULL means every current grid.
-GRIDS_SQL = """
-SELECT id, ST_AsBinary(geom_m) AS wkb FROM grid
-WHERE valid_to IS NULL AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids)) ORDER BY id
-"""
-CAMERAS_NEAR_SQL = (
-    CAMERAS_SQL
-    + """
-WHERE id IN (
-    SELECT f.camera_id FROM camera_fov f JOIN grid g ON ST_Intersects(f.geom_m, g.geom_m)
-    WHERE f.level = 'detect' AND g.id = ANY(:ids)
-)
-"""
-)
+GRIDS_SQL = "SELECT id, ST_AsBinary(geom_m) AS wkb FROM grid WHERE valid_to IS NULL ORDER BY id"
 ALL_TARGETS_SQL = "SELECT id, ST_AsBinary(geom_m) AS wkb FROM {table}"
-# Roads are clipped to the grids, so one crossing the prefecture costs only its stretch
-# here; places stay whole (a polygon place belongs to the grid of its inner point).
-TARGETS_NEAR_SQL = """
-WITH area AS (SELECT ST_Union(geom_m) AS geom_m FROM grid WHERE id = ANY(:ids))
-SELECT t.id, ST_AsBinary({geometry}) AS wkb
-FROM {table} t, area
-WHERE ST_Intersects(t.geom_m, area.geom_m)
-"""
-ROADS_NEAR_SQL = TARGETS_NEAR_SQL.format(
-    table="road", geometry="ST_Intersection(t.geom_m, area.geom_m)"
-)
-PLACES_NEAR_SQL = TARGETS_NEAR_SQL.format(table="key_place", geometry="t.geom_m")
 
 
 def _geometries(
-    conn: Connection, sql: str, params: dict[str, Any]
+    conn: Connection, sql: str, params: dict[str, Any] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    rows = conn.execute(text(sql), params).all()
+    rows = conn.execute(text(sql), params or {}).all()
     ids = np.array([row[0] for row in rows], dtype=np.int64)
     wkb = np.array([bytes(row[1]) for row in rows], dtype=object)
     return ids, shapely.from_wkb(wkb) if len(wkb) else np.array([], dtype=object)
 
 
-def read_inputs(
-    conn: Connection, grid_ids: Sequence[int] | None = None, fovs: FovSet | None = None
-) -> CoverageInputs:
-    """The inputs for `grid_ids` (None: every current grid, and every camera unless their
-    `fovs` are given)."""
-    params = {"ids": None if grid_ids is None else list(grid_ids)}
-    ids, polygons = _geometries(conn, GRIDS_SQL, params)
-    if fovs is None:
-        if grid_ids is None:
-            cameras = _read_cameras(conn)
-        else:
-            cameras = _camera_frame(conn.execute(text(CAMERAS_NEAR_SQL), params).all())
-        fovs = fov_set(cameras)
-    everything = grid_ids is None
-    roads_sql = ALL_TARGETS_SQL.format(table="road") if everything else ROADS_NEAR_SQL
-    places_sql = ALL_TARGETS_SQL.format(table="key_place") if everything else PLACES_NEAR_SQL
-    road_ids, road_lines = _geometries(conn, roads_sql, params)
-    place_ids, place_geoms = _geometries(conn, places_sql, params)
+def read_inputs(conn: Connection, fovs: FovSet) -> CoverageInputs:
+    """The inputs of a full recompute: every current grid (in id order: a key place on a
+    shared edge belongs to the first), every target feature, and the cameras' `fovs`."""
+    ids, polygons = _geometries(conn, GRIDS_SQL)
+    road_ids, road_lines = _geometries(conn, ALL_TARGETS_SQL.format(table="road"))
+    place_ids, place_geoms = _geometries(conn, ALL_TARGETS_SQL.format(table="key_place"))
     return CoverageInputs(
-        ids,
-        polygons,
-        fovs,
-        Roads(road_ids, road_lines),
-        Places(place_ids, place_geoms),
+        ids, polygons, fovs, Roads(road_ids, road_lines), Places(place_ids, place_geoms)
     )
 
 
 # -- computing and storing ----------------------------------------------------------------------
-COVERAGE_COLUMNS = [
-    "grid_id",
-    "level",
-    "area_m2",
-    "covered_m2",
-    "ratio",
-    "road_length_m",
-    "road_covered_m",
-    "road_ratio",
-    "places_covered",
-    "places_total",
-    "public_ratio",
-    "camera_count",
-    "gap_m",
-    "gap_area_m2",
-    "road_gap_m",
-    "uncovered_place_ids",
-]
+COVERAGE_KINDS = {
+    "grid_id": "int8",
+    "level": "text",
+    "area_m2": "float8",
+    "covered_m2": "float8",
+    "ratio": "float8",
+    "road_length_m": "float8",
+    "road_covered_m": "float8",
+    "road_ratio": "float8",
+    "places_covered": "int4",
+    "places_total": "int4",
+    "public_ratio": "float8",
+    "camera_count": "int4",
+    "gap_m": "geometry:4546",
+    "gap_area_m2": "float8",
+    "road_gap_m": "geometry:4546",
+    "uncovered_place_ids": "int8[]",
+}
+# `coverage` columns named otherwise in `geo.coverage.grid_coverage`'s rows
+GEO_NAMES = {"gap_m": "gap", "road_gap_m": "road_gap", "uncovered_place_ids": "uncovered_places"}
 
 
-def coverage_rows(inputs: CoverageInputs, settings: CoverageSettings) -> pd.DataFrame:
-    """One `coverage` row per grid of `inputs` and DORI level, with its gaps."""
+def coverage_rows(inputs: CoverageInputs, settings: CoverageSettings, workers: int = 1) -> Columns:
+    """The `coverage` rows of the grids of `inputs`, one per grid and DORI level with its
+    gaps, as columns. `workers` > 1 forks: only from a process without other threads (the
+    CLI), never in a request."""
     rows = geo_coverage.grid_coverage(
         inputs.grid_ids,
         inputs.grid_polygons,
@@ -265,116 +333,59 @@ def coverage_rows(inputs: CoverageInputs, settings: CoverageSettings) -> pd.Data
         weights=(settings.road_weight, settings.place_weight),
         road_gap_lines=True,
         uncovered_places=True,
+        workers=workers,
     )
-    rows = rows.rename(
-        columns={
-            "gap": "gap_m",
-            "road_gap": "road_gap_m",
-            "uncovered_places": "uncovered_place_ids",
-        }
-    )
-    rows["gap_area_m2"] = shapely.area(rows["gap_m"].to_numpy())
-    return rows
+    return _as_coverage_rows(rows)
 
 
-def _write_coverage(conn: Connection, rows: pd.DataFrame) -> int:
-    frame = rows.reindex(columns=COVERAGE_COLUMNS)
-    frame["uncovered_place_ids"] = [
-        "{" + ",".join(str(int(i)) for i in ids) + "}" if ids is not None else "{}"
-        for ids in frame["uncovered_place_ids"]
-    ]
-    return copy_frame(conn, "coverage", frame, {"gap_m": 4546, "road_gap_m": 4546})
+def _as_coverage_rows(rows: pd.DataFrame | Columns) -> Columns:
+    """`geo.coverage.grid_coverage` rows (a frame, or its columns) as the `coverage`
+    table's columns."""
+    columns = {name: rows[GEO_NAMES.get(name, name)] for name in COVERAGE_KINDS if name in rows}
+    columns |= {name: rows[geo] for name, geo in GEO_NAMES.items()}
+    columns["gap_area_m2"] = shapely.area(np.asarray(columns["gap_m"], dtype=object))
+    return columns
 
 
-def recompute_grids(
-    conn: Connection, grid_ids: Sequence[int] | None, settings: CoverageSettings
-) -> int:
-    """Recompute and store the coverage of `grid_ids` (None: every grid); returns rows."""
-    inputs = read_inputs(conn, grid_ids)
-    if grid_ids is None:
-        conn.execute(text("TRUNCATE coverage"))
-    else:
-        conn.execute(
-            text("DELETE FROM coverage WHERE grid_id = ANY(:ids)"), {"ids": list(grid_ids)}
-        )
-    if not len(inputs.grid_ids):
-        return 0
-    return _write_coverage(conn, coverage_rows(inputs, settings))
+def _write_coverage(conn: Connection, rows: Columns) -> int:
+    return _copy_rows(conn, "coverage", rows, COVERAGE_KINDS)
 
 
 # -- H3 heat map cells -------------------------------------------------------------------------
 H3_RESOLUTION = 9
-# A camera edit changes the cells within two rings (~600 m) of the camera; their shares
-# depend only on cameras whose FOVs reach them, all within this distance of the camera.
-H3_EDIT_RINGS = 2
-H3_NEIGHBOURHOOD_M = 1000.0
+H3_KINDS = {
+    "h3": "text",
+    "level": "text",
+    "covered_fraction": "float8",
+    "covered_m2": "float8",
+    "geom": "geometry:4326",
+}
 
 
-def h3_rows(fovs: FovSet, cells: set[str] | None = None) -> pd.DataFrame:
+def h3_rows(fovs: FovSet, workers: int = 1) -> Columns:
     """`coverage_h3` rows (h3, level, covered_fraction, covered_m2, geom WGS84 hexagon) of
-    every cell the FOVs reach (or only of `cells`), at each DORI level."""
-    import h3
-
-    frames = []
-    for level in DORI_LEVELS:
-        cells_at = geo_coverage.coverage_h3(fovs, level, res=H3_RESOLUTION)
-        if cells is not None:
-            cells_at = cells_at[cells_at["h3"].isin(cells)]
-        cells_at = cells_at[cells_at["covered_m2"] > 0]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "h3": cells_at["h3"].to_numpy(object),
-                    "level": level,
-                    "covered_fraction": np.clip(cells_at["ratio"].to_numpy(float), 0, 1),
-                    "covered_m2": cells_at["covered_m2"].to_numpy(float),
-                }
-            )
-        )
-    rows = pd.concat(frames, ignore_index=True)
-    # h3 gives (lat, lng) rings; polygons want (lon, lat) and a closed ring
-    rows["geom"] = [
-        shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(cell)])
-        for cell in rows["h3"]
-    ]
-    return rows
-
-
-def _write_h3(conn: Connection, rows: pd.DataFrame) -> int:
-    columns = ["h3", "level", "covered_fraction", "covered_m2", "geom"]
-    return copy_frame(conn, "coverage_h3", rows[columns], {"geom": 4326})
-
-
-def _refresh_h3_near(conn: Connection, points_m: np.ndarray, leaving: Sequence[int]) -> None:
-    """Recompute the H3 cells around cameras that moved or changed (EPSG:4546 points);
-    `leaving` cameras (about to be deleted) no longer count."""
-    import h3
-
-    from geo.crs import from_metric
-
-    lon, lat = from_metric(points_m[:, 0], points_m[:, 1])
-    cells = {
-        cell
-        for la, lo in zip(lat, lon, strict=True)
-        for cell in h3.grid_disk(h3.latlng_to_cell(la, lo, H3_RESOLUTION), H3_EDIT_RINGS)
-    }
-    near = _camera_frame(
-        conn.execute(
-            text(
-                CAMERAS_SQL + " WHERE ST_DWithin(geom_m, ST_SetSRID(ST_GeomFromWKB(:points), "
-                "4546), :distance) AND id <> ALL(:leaving)"
-            ),
-            {
-                "points": shapely.to_wkb(shapely.multipoints(points_m)),
-                "distance": H3_NEIGHBOURHOOD_M,
-                "leaving": list(leaving),
-            },
-        ).all()
+    every cell the FOVs reach, at each DORI level."""
+    return _as_h3_rows(
+        geo_coverage.coverage_h3(fovs, DORI_LEVELS, res=H3_RESOLUTION, workers=workers)
     )
-    conn.execute(text("DELETE FROM coverage_h3 WHERE h3 = ANY(:cells)"), {"cells": sorted(cells)})
-    rows = h3_rows(fov_set(near), cells)
-    if len(rows):
-        _write_h3(conn, rows)
+
+
+def _as_h3_rows(cells_at: pd.DataFrame | Columns) -> Columns:
+    """`geo.coverage.coverage_h3` rows (a frame, or its columns) as the `coverage_h3`
+    table's columns."""
+    names = np.asarray(cells_at["h3"], dtype=object)
+    unique, which = np.unique(names.astype(str), return_inverse=True)
+    return {
+        "h3": names,
+        "level": np.asarray(cells_at["level"], dtype=object),
+        "covered_fraction": np.clip(np.asarray(cells_at["ratio"], dtype=float), 0, 1),
+        "covered_m2": np.asarray(cells_at["covered_m2"], dtype=float),
+        "geom": geo_coverage.h3_polygons(unique.tolist(), metric=False)[which],
+    }
+
+
+def _write_h3(conn: Connection, rows: Columns) -> int:
+    return _copy_rows(conn, "coverage_h3", rows, H3_KINDS)
 
 
 def coverage_settings() -> CoverageSettings:
@@ -387,47 +398,302 @@ def coverage_settings() -> CoverageSettings:
     )
 
 
+# -- a camera edit -------------------------------------------------------------------------------
+# The FOV polygons run up to 0.13 % of the range inside the true arcs (geo.camera), and
+# coverage follows the arcs: a polygon padded by this share of its range holds the arc.
+ARC_PAD_SHARE = 0.002
+# Ranges are stored as float4: compare them with this much to spare (metres).
+RANGE_SLACK_M = 1.0
+
+# An edit's statements go to psycopg directly, the independent ones in one pipeline (one
+# round trip): a camera edit must answer within tens of milliseconds.
+# The detect FOVs (the widest) the cameras had before this write; all their levels go.
+DROP_FOVS_SQL = """
+WITH gone AS (
+    DELETE FROM camera_fov WHERE camera_id = ANY(%(ids)s) RETURNING level, range_m, geom_m
+)
+SELECT range_m, ST_AsBinary(geom_m) FROM gone WHERE level = 'detect'
+"""
+# The current grids within `pad` of one of the changed FOV polygons (WKB, EPSG:4546).
+FOV_ZONE_SQL = """
+SELECT g.id FROM unnest(%(fovs)s::bytea[]) AS f(wkb)
+JOIN grid g ON ST_DWithin(g.geom_m, ST_GeomFromWKB(f.wkb, 4546), %(pad)s)
+WHERE g.valid_to IS NULL
+"""
+# The current grids meeting one of the grids `edited` (new versions, or versions just
+# closed): a neighbour may gain or lose a key place on the shared edge.
+GRID_ZONE_SQL = """
+SELECT g.id FROM grid e
+JOIN grid g ON g.valid_to IS NULL AND ST_Intersects(g.geom_m, e.geom_m)
+WHERE e.id = ANY(%(edited)s)
+"""
+
+
+@dataclass(frozen=True)
+class ZoneQueries:
+    """What recomputing the grids of one zone (`zone_sql`: their ids) reads."""
+
+    grids: str
+    cameras: str
+    targets: str
+
+
+def zone_queries(zone_sql: str) -> ZoneQueries:
+    """The statements reading a zone's grids, the cameras reaching them or the H3 cells
+    `%(cells)s` (WKB), and their roads and key places."""
+    # Every working camera standing within its detect range of a grid or cell: the
+    # longest detect range bounds an index search, each camera's own (only working
+    # cameras have FOVs) decides.
+    cameras = (
+        CAMERAS_SQL
+        + f"""
+WHERE id IN (
+    SELECT c.id
+    FROM (
+        SELECT geom_m FROM grid WHERE id IN ({zone_sql})
+        UNION ALL
+        SELECT ST_GeomFromWKB(h.wkb, 4546) FROM unnest(%(cells)s::bytea[]) AS h(wkb)
+    ) zone
+    JOIN camera c ON ST_DWithin(c.geom_m, zone.geom_m, (
+        SELECT max(range_m) FROM camera_fov WHERE level = 'detect') + %(slack)s)
+    WHERE ST_DWithin(c.geom_m, zone.geom_m, (
+        SELECT f.range_m FROM camera_fov f WHERE f.camera_id = c.id AND f.level = 'detect'
+    ) + %(slack)s)
+)
+"""
+    )
+    # The roads and key places meeting a grid, whole (as a full recompute reads them),
+    # and for a point place the grid a full recompute gives it: the first in id order
+    # holding it (a place on the edge of a grid not recomputed stays with that grid).
+    targets = f"""
+WITH touched AS MATERIALIZED (SELECT id, geom_m FROM grid WHERE id IN ({zone_sql}))
+SELECT 'road', id, ST_AsBinary(geom_m), NULL::bigint FROM road
+WHERE id IN (SELECT t.id FROM touched g JOIN road t ON ST_Intersects(t.geom_m, g.geom_m))
+UNION ALL
+SELECT 'place', p.id, ST_AsBinary(p.geom_m),
+       CASE WHEN GeometryType(p.geom_m) = 'POINT' THEN (
+           SELECT min(g.id) FROM grid g
+           WHERE g.valid_to IS NULL AND ST_Intersects(g.geom_m, p.geom_m)
+       ) END
+FROM key_place p
+WHERE p.id IN (SELECT t.id FROM touched g JOIN key_place t ON ST_Intersects(t.geom_m, g.geom_m))
+"""
+    grids = f"SELECT id, ST_AsBinary(geom_m) FROM grid WHERE id IN ({zone_sql}) ORDER BY id"
+    return ZoneQueries(grids, cameras, targets)
+
+
+FOV_ZONE = zone_queries(FOV_ZONE_SQL)
+GRID_ZONE = zone_queries(GRID_ZONE_SQL)
+# The same for points computed here (a polygon place's `point_on_surface`).
+PLACE_GRIDS_SQL = """
+SELECT (SELECT min(g.id) FROM grid g WHERE g.valid_to IS NULL
+        AND ST_Intersects(g.geom_m, ST_SetSRID(ST_Point(p.x, p.y), 4546)))
+FROM unnest(%(x)s::float8[], %(y)s::float8[]) WITH ORDINALITY AS p(x, y, n)
+ORDER BY p.n
+"""
+# Incidents whose location may lie in the FOVs (bounding boxes, EPSG:4546 → WGS84; an
+# envelope's straight edges bend a little in WGS84: 1 m to spare).
+INCIDENTS_UNDER_SQL = """
+SELECT DISTINCT i.id, ST_X(i.location), ST_Y(i.location), i.in_gap
+FROM unnest(%(x0)s::float8[], %(y0)s::float8[], %(x1)s::float8[], %(y1)s::float8[])
+     AS b(x0, y0, x1, y1)
+JOIN incident i ON i.location && ST_Transform(
+    ST_Expand(ST_MakeEnvelope(b.x0, b.y0, b.x1, b.y1, 4546), 1.0), 4326)
+"""
+CLEAR_SQL = """
+WITH grids AS (DELETE FROM coverage WHERE grid_id = ANY(%(grids)s))
+DELETE FROM coverage_h3 WHERE h3 = ANY(%(cells)s)
+"""
+SET_GAP_FLAGS_SQL = """
+UPDATE incident i SET in_gap = u.in_gap
+FROM unnest(%(ids)s::bigint[], %(flags)s::boolean[]) AS u(id, in_gap)
+WHERE i.id = u.id
+"""
+
+
+def _wkb_list(geoms: np.ndarray) -> list[bytes]:
+    return [bytes(w) for w in shapely.to_wkb(geoms)]
+
+
+def _from_wkb(values: Sequence[Any]) -> np.ndarray:
+    wkb = np.array([bytes(v) for v in values], dtype=object)
+    return shapely.from_wkb(wkb) if len(wkb) else np.zeros(0, dtype=object)
+
+
 def refresh_cameras(conn: Connection, camera_ids: Sequence[int], *, deleting: bool = False) -> int:
     """Bring FOVs and coverage up to date after `camera_ids` were created or changed in
     this transaction (or, with `deleting`, before they are deleted): their FOVs are
-    rebuilt, and every grid their old or new FOVs touch is recomputed. Returns the number
-    of grids recomputed. The caller holds `begin_camera_write`."""
-    ids = [int(i) for i in camera_ids]
-    grids = set(conn.execute(text(TOUCHED_GRIDS_SQL), {"ids": ids}).scalars())
-    centres = list(conn.execute(text(FOV_CENTRES_SQL), {"ids": ids}).all())
-    conn.execute(text("DELETE FROM camera_fov WHERE camera_id = ANY(:ids)"), {"ids": ids})
+    rebuilt; every grid and H3 cell their old or new FOVs reach is recomputed from every
+    camera reaching it, as a full recompute would; the incidents under those FOVs get
+    their gap flags again. Returns the number of grids recomputed. The caller holds
+    `begin_camera_write`."""
+    ids = sorted({int(i) for i in camera_ids})
+    driver = conn.connection.driver_connection
+    with driver.pipeline():
+        # an edit's queries are small: parallel workers (tens of ms to start) only slow
+        # them down, here and for the rest of the transaction
+        driver.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        dropped = driver.execute(DROP_FOVS_SQL, {"ids": ids})
+        current = driver.execute(CAMERAS_BY_ID_SQL, {"ids": ids})
+    old = dropped.fetchall()
+    reach = [float(r) for r, _ in old]
+    changed = list(_from_wkb([w for _, w in old]))
     if not deleting:
-        cameras = _read_cameras(conn, ids)
-        _write_fovs(conn, fov_rows(fov_set(cameras), cameras))
-        grids |= set(conn.execute(text(TOUCHED_GRIDS_SQL), {"ids": ids}).scalars())
-        centres += conn.execute(text(FOV_CENTRES_SQL), {"ids": ids}).all()
-    if grids:
-        recompute_grids(conn, sorted(grids), coverage_settings())
-        refresh_incident_gaps(conn, sorted(grids))
-    if centres:
-        _refresh_h3_near(conn, np.array(centres, dtype=float), ids if deleting else [])
-    return len(grids)
+        cameras = _camera_columns(current.fetchall())
+        fovs = fov_rows(fov_set(cameras), cameras)
+        _write_fovs(conn, fovs)
+        detect = fovs["level"] == DORI_LEVELS[0]
+        reach += fovs["range_m"][detect].tolist()
+        changed += fovs["geom_m"][detect].tolist()
+    if not changed:
+        return 0  # cameras that cover nothing before and after (offline, say)
+    polygons = np.array(changed, dtype=object)
+    pad = ARC_PAD_SHARE * max(reach) + 0.01
+    cells, cell_polygons = _cells_under(polygons, pad)
+    bounds = shapely.bounds(polygons)
+    touched = {"fovs": _wkb_list(polygons), "pad": pad}
+    with driver.pipeline():
+        grid_rows = driver.execute(FOV_ZONE.grids, touched)
+        camera_rows = driver.execute(
+            FOV_ZONE.cameras,
+            touched | {"cells": _wkb_list(cell_polygons), "slack": RANGE_SLACK_M},
+        )
+        target_rows = driver.execute(FOV_ZONE.targets, touched)
+        incident_rows = driver.execute(
+            INCIDENTS_UNDER_SQL,
+            dict(zip(("x0", "y0", "x1", "y1"), bounds.T.tolist(), strict=True)),
+        )
+    recomputed = _recompute_zone(
+        conn, grid_rows.fetchall(), camera_rows.fetchall(), target_rows.fetchall(), cells
+    )
+    _refresh_incident_gaps(conn, incident_rows.fetchall())
+    return recomputed
 
 
-TOUCHED_GRIDS_SQL = """
-SELECT DISTINCT g.id FROM grid g JOIN camera_fov f ON ST_Intersects(f.geom_m, g.geom_m)
-WHERE g.valid_to IS NULL AND f.level = 'detect' AND f.camera_id = ANY(:ids)
-"""
-# Where the cameras' (detect, so widest) FOVs are: the centres of their bounding boxes.
-FOV_CENTRES_SQL = """
-SELECT (ST_XMin(geom_m) + ST_XMax(geom_m)) / 2, (ST_YMin(geom_m) + ST_YMax(geom_m)) / 2
-FROM camera_fov WHERE level = 'detect' AND camera_id = ANY(:ids)
-"""
+def refresh_grids(conn: Connection, grid_ids: Sequence[int]) -> int:
+    """Bring coverage up to date after the grids `grid_ids` were created, edited (their
+    new versions) or retired (the versions just closed) in this transaction: every current
+    grid meeting one of them is recomputed, as a full recompute would. FOVs, H3 cells and
+    incident gap flags do not depend on grids and stay. Returns the grids recomputed. The
+    caller holds the grid write lock."""
+    edited = sorted({int(i) for i in grid_ids})
+    if not edited:
+        return 0
+    driver = conn.connection.driver_connection
+    zone = {"edited": edited, "cells": [], "slack": RANGE_SLACK_M}
+    with driver.pipeline():
+        driver.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        grid_rows = driver.execute(GRID_ZONE.grids, zone)
+        camera_rows = driver.execute(GRID_ZONE.cameras, zone)
+        target_rows = driver.execute(GRID_ZONE.targets, zone)
+    return _recompute_zone(
+        conn, grid_rows.fetchall(), camera_rows.fetchall(), target_rows.fetchall(), []
+    )
 
 
-def recompute_all(engine: Engine, progress: Progress | None = None) -> dict[str, Any]:
+def _recompute_zone(
+    conn: Connection,
+    grid_rows: Sequence[Any],
+    camera_rows: Sequence[Any],
+    target_rows: Sequence[Any],
+    cells: list[str],
+) -> int:
+    """Replace the coverage of the zone's grids and H3 `cells` (the rows `ZoneQueries`
+    read) with what the cameras reaching them give; returns the number of grids."""
+    driver = conn.connection.driver_connection
+    grid_ids = [row[0] for row in grid_rows]
+    near = fov_set(_camera_columns(camera_rows))
+    roads, places = _targets(driver, target_rows)
+    settings = coverage_settings()
+    rows, cell_rows = geo_coverage.grid_and_h3_coverage(
+        np.array(grid_ids, dtype=np.int64),
+        _from_wkb([row[1] for row in grid_rows]),
+        cells,
+        near,
+        roads,
+        places,
+        res=H3_RESOLUTION,
+        min_gap_m2=settings.min_gap_m2,
+        weights=(settings.road_weight, settings.place_weight),
+    )
+    driver.execute(CLEAR_SQL, {"grids": grid_ids, "cells": cells})
+    _write_coverage(conn, _as_coverage_rows(rows))
+    _write_h3(conn, _as_h3_rows(cell_rows))
+    return len(grid_ids)
+
+
+def _targets(driver: psycopg.Connection, rows: Sequence[Any]) -> tuple[Roads, Places]:
+    """The roads and places of `ZoneQueries.targets`, each place with its grid (the points
+    of polygon places computed here, as `geo.coverage` does, then located)."""
+    layer, ids, wkb, owner = (list(c) for c in zip(*rows, strict=True)) if rows else ([],) * 4
+    geoms = _from_wkb(wkb)
+    road = np.array([name == "road" for name in layer], dtype=bool)
+    ids = np.array(ids, dtype=np.int64)
+    owners = np.array(owner, dtype=object)[~road]
+    places = geoms[~road]
+    polygon = np.flatnonzero(shapely.get_type_id(places) != 0)
+    if len(polygon):
+        points = shapely.point_on_surface(places[polygon])
+        located = driver.execute(
+            PLACE_GRIDS_SQL,
+            {"x": shapely.get_x(points).tolist(), "y": shapely.get_y(points).tolist()},
+        ).fetchall()
+        owners[polygon] = [row[0] for row in located]
+    return Roads(ids[road], geoms[road]), Places(ids[~road], places, owners)
+
+
+def _cells_under(polygons: np.ndarray, pad: float) -> tuple[list[str], np.ndarray]:
+    """The H3 cells within `pad` of the FOV polygons, and their hexagons (EPSG:4546)."""
+    bounds = shapely.bounds(polygons)
+    centre_x = (bounds[:, 0] + bounds[:, 2]) / 2
+    centre_y = (bounds[:, 1] + bounds[:, 3]) / 2
+    radius = np.hypot(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]) / 2 + pad
+    candidates = geo_coverage.h3_cells_near(centre_x, centre_y, radius, res=H3_RESOLUTION)
+    hexagons = geo_coverage.h3_polygons(candidates)
+    hit = np.unique(shapely.STRtree(polygons).query(hexagons, predicate="dwithin", distance=pad)[0])
+    return [candidates[i] for i in hit], hexagons[hit]
+
+
+def _refresh_incident_gaps(conn: Connection, rows: Sequence[Any]) -> int:
+    """Recompute the gap flag of the incidents under changed FOVs (`INCIDENTS_UNDER_SQL`
+    rows), the only ones the change can flip, as `refresh_incident_gaps` does for whole
+    grids; returns how many changed."""
+    if not rows:
+        return 0
+    ids, lon, lat, before = (np.array(column, dtype=object) for column in zip(*rows, strict=True))
+    x, y = to_metric(lon.astype(np.float64), lat.astype(np.float64))
+    flags = gap_flags(conn, np.asarray(x), np.asarray(y))
+    after = np.full(ids.size, None, dtype=object) if flags is None else flags.astype(object)
+    changed = np.flatnonzero(before != after)
+    if len(changed):
+        conn.connection.driver_connection.execute(
+            SET_GAP_FLAGS_SQL,
+            {"ids": [int(i) for i in ids[changed]], "flags": after[changed].tolist()},
+        )
+    return len(changed)
+
+
+# -- a full recompute ------------------------------------------------------------------------------
+def recompute_all(
+    engine: Engine,
+    progress: Progress | None = None,
+    workers: int = 1,
+    actor: str | None = None,
+) -> dict[str, Any]:
     """Rebuild every FOV and every grid's coverage in one transaction; returns counts and
-    seconds per stage. Readers see the old coverage until it commits."""
+    seconds per stage. Readers see the old coverage until it commits. `workers` > 1
+    computes in forked processes: for the CLI, not from a server's threads. With `actor`,
+    the recompute is written to the audit log in the same transaction."""
     with engine.begin() as conn:
-        return recompute_everything(conn, progress)
+        done = recompute_everything(conn, progress, workers)
+        if actor is not None:
+            record_write(conn, actor, "recompute", "coverage", None, after=done)
+        return done
 
 
-def recompute_everything(conn: Connection, progress: Progress | None = None) -> dict[str, Any]:
+def recompute_everything(
+    conn: Connection, progress: Progress | None = None, workers: int = 1
+) -> dict[str, Any]:
     """`recompute_all` inside the caller's transaction (the demo load uses it)."""
     timings: dict[str, float] = {}
     report = progress or (lambda stage, fraction: None)
@@ -441,12 +707,12 @@ def recompute_everything(conn: Connection, progress: Progress | None = None) -> 
     timings["fovs_s"] = time.perf_counter() - started
     report("computing coverage", 0.4)
     started = time.perf_counter()
-    inputs = read_inputs(conn, fovs=fovs)
-    rows = coverage_rows(inputs, coverage_settings())
+    inputs = read_inputs(conn, fovs)
+    rows = coverage_rows(inputs, coverage_settings(), workers)
     timings["coverage_s"] = time.perf_counter() - started
     report("H3 cells", 0.6)
     started = time.perf_counter()
-    cells = h3_rows(fovs)
+    cells = h3_rows(fovs, workers)
     timings["h3_s"] = time.perf_counter() - started
     report("writing coverage", 0.8)
     started = time.perf_counter()
@@ -457,12 +723,12 @@ def recompute_everything(conn: Connection, progress: Progress | None = None) -> 
     timings["write_s"] = time.perf_counter() - started
     report("done", 1.0)
     return {
-        "cameras": len(cameras),
+        "cameras": len(cameras["id"]),
         "active_cameras": len(fovs),
         "fovs_rebuilt": rebuilt,
         "grids": len(inputs.grid_ids),
         "coverage_rows": written,
-        "h3_cells": len(cells),
+        "h3_cells": len(cells["h3"]),
         **{k: round(v, 3) for k, v in timings.items()},
     }
 

@@ -82,15 +82,22 @@ def load_demo(
     areas = pd.concat(
         [prefecture, world.counties, world.townships, world.villages], ignore_index=True
     )
+    # Two processes pay for their start-up only on the full world.
+    workers = 2 if scale == "full" else 1
     steps: list[tuple[str, Callable[[Connection], int]]] = [
         ("admin areas", lambda c: write_admin_areas(c, areas)),
-        ("grids", lambda c: write_grids(c, world.grids, valid_from=DEMO_GRIDS_VALID_FROM)),
+        (
+            "grids",
+            lambda c: write_grids(
+                c, world.grids, valid_from=DEMO_GRIDS_VALID_FROM, refresh_coverage=False
+            ),
+        ),
         ("roads", lambda c: write_roads(c, world.roads)),
         ("key places", lambda c: write_key_places(c, world.key_places)),
         ("cameras", lambda c: len(write_cameras(c, world.cameras))),
         ("incidents", lambda c: write_incidents(c, world.incidents)),
         ("addresses", lambda c: write_addresses(c, world.addresses)),
-        ("coverage", lambda c: recompute_everything(c)["coverage_rows"]),
+        ("coverage", lambda c: recompute_everything(c, workers=workers)["coverage_rows"]),
     ]
     written: dict[str, int] = {}
     with engine.begin() as conn:

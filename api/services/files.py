@@ -38,11 +38,14 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import pyogrio.errors
+import pyogrio.raw
 import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from api.errors import GridcoverError
+from api.services.validation import swap_hint, swapped_into_xiangxi
+from api.settings import DEFAULT_MAX_GEOMETRY_VERTICES
 from geo.crs import DEFAULT_MAX_SEGMENT_M, UnknownCoordSys, convert_geometry, parse_coord_sys
 
 SUPPORTED_FORMATS = (
@@ -56,6 +59,11 @@ SUPPORTED_FORMATS = (
 # Module-level so that tests (and a deployment) can lower or raise them.
 MAX_ZIP_MEMBERS = 1000
 MAX_UNZIPPED_BYTES = 1024 * 1024 * 1024
+# Deflate packs at most ~1030:1 (long runs of one byte: bomb padding, never a shapefile);
+# bzip2 and LZMA, which zip also allows, go far higher. Entries smaller than
+# MAX_ZIP_RATIO_FROM_BYTES unpacked are harmless at any ratio.
+MAX_ZIP_RATIO = 1000
+MAX_ZIP_RATIO_FROM_BYTES = 1024 * 1024
 
 # CSV column names (case-insensitive) holding the geometry, in order of preference.
 WKT_COLUMNS = ("wkt", "geometry", "geom", "the_geom", "shape")
@@ -80,6 +88,10 @@ class LayerChoice(UnreadableFile):
     def __init__(self, message: str, layers: list[str]) -> None:
         super().__init__(message)
         self.layers = layers
+
+
+class ArchiveTooLarge(UnreadableFile):
+    """A zip that would unpack to too much (a zip bomb): HTTP 413, naming the entry."""
 
 
 class BadCoordSys(GridcoverError):
@@ -122,6 +134,7 @@ def read_vector_file(
     layer: str | None = None,
     name: str | None = None,
     encoding: str | None = None,
+    max_vertices: int = DEFAULT_MAX_GEOMETRY_VERTICES,
 ) -> VectorFile:
     """Read `path` (GeoJSON, GeoPackage, .shp, .zip holding a .shp, CSV) into WGS84.
 
@@ -129,6 +142,7 @@ def read_vector_file(
     the module docstring). `layer` picks a layer of a GeoPackage, or a shapefile of a zip
     holding several. `name` is the name to show in messages (an upload's original name).
     `encoding` overrides the text encoding of CSV and of shapefiles without a .cpg.
+    A geometry of more than `max_vertices` positions is a row error.
 
     Raises `UnsupportedFormat`, `UnreadableFile` (incl. `LayerChoice`) or `BadCoordSys`.
     """
@@ -142,7 +156,12 @@ def read_vector_file(
         with unpacked_zip(path, shown) as folder:
             member, layer = _pick_zip_member(folder, shown, layer)
             return read_vector_file(
-                member, coord_sys=coord_sys, layer=layer, name=shown, encoding=encoding
+                member,
+                coord_sys=coord_sys,
+                layer=layer,
+                name=shown,
+                encoding=encoding,
+                max_vertices=max_vertices,
             )
     if kind == "csv":
         frame, declared, errors = _read_csv(path, shown, encoding)
@@ -155,12 +174,12 @@ def read_vector_file(
         declared, fmt, row_kind, chosen_layer = None, _FORMAT_NAMES[kind], "item", None
     else:
         chosen_layer = _pick_layer(path, shown, layer) if kind == "gpkg" else None
-        frame = _read_with_gdal(path, shown, kind, chosen_layer, encoding)
-        declared, errors = frame.crs, []
+        frame, errors = _read_with_gdal(path, shown, kind, chosen_layer, encoding)
+        declared = frame.crs
         fmt, row_kind = _FORMAT_NAMES[kind], "feature"
         frame.index = pd.RangeIndex(1, len(frame) + 1)
     frame.index.name = row_kind
-    frame, coords = _to_wgs84(frame, declared, explicit, shown, errors)
+    frame, coords = _to_wgs84(frame, declared, explicit, shown, errors, max_vertices)
     return VectorFile(frame, shown, fmt, chosen_layer, coords, row_kind, errors)
 
 
@@ -223,16 +242,9 @@ def unpacked_zip(path: Path, shown: str) -> Iterator[Path]:
     try:
         with archive:
             members = archive.infolist()
-            if len(members) > MAX_ZIP_MEMBERS:
-                raise UnreadableFile(
-                    f"{shown}: the zip holds {len(members)} entries, more than the "
-                    f"{MAX_ZIP_MEMBERS} allowed"
-                )
-            # The declared sizes refuse most bombs at once; they can lie, so the bytes
-            # actually written are counted too.
-            declared = sum(m.file_size for m in members)
-            if declared > MAX_UNZIPPED_BYTES:
-                raise _zip_too_big(shown)
+            _refuse_bomb(members, shown)
+            # The declared sizes refuse bombs before anything is unpacked; they can lie,
+            # so the bytes actually written are counted too.
             written = 0
             for member in members:
                 target = _zip_target(folder, member, shown)
@@ -244,7 +256,7 @@ def unpacked_zip(path: Path, shown: str) -> Iterator[Path]:
                         while chunk := source.read(1 << 20):
                             written += len(chunk)
                             if written > MAX_UNZIPPED_BYTES:
-                                raise _zip_too_big(shown)
+                                raise _zip_too_big(shown, _zip_member_name(member))
                             sink.write(chunk)
                 except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
                     # RuntimeError: encrypted members; BadZipFile: CRC mismatch
@@ -256,10 +268,32 @@ def unpacked_zip(path: Path, shown: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _zip_too_big(shown: str) -> UnreadableFile:
-    return UnreadableFile(
-        f"{shown}: the zip unpacks to more than {MAX_UNZIPPED_BYTES // (1024 * 1024)} MB; "
-        "refused (split it, or send the files uncompressed)"
+def _refuse_bomb(members: list[zipfile.ZipInfo], shown: str) -> None:
+    """`ArchiveTooLarge` for too many entries, too many bytes declared in all, or an entry
+    packed more densely than real data ever is."""
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise ArchiveTooLarge(
+            f"{shown}: the zip holds {len(members)} entries, more than the "
+            f"{MAX_ZIP_MEMBERS} allowed"
+        )
+    declared = 0
+    for member in members:
+        declared += member.file_size
+        if declared > MAX_UNZIPPED_BYTES:
+            raise _zip_too_big(shown, _zip_member_name(member))
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > MAX_ZIP_RATIO_FROM_BYTES and ratio > MAX_ZIP_RATIO:
+            raise ArchiveTooLarge(
+                f"{shown}: the zip entry {_zip_member_name(member)} unpacks "
+                f"{ratio:,.0f} times its packed size ({member.file_size:,} bytes); refused "
+                "as a zip bomb"
+            )
+
+
+def _zip_too_big(shown: str, entry: str) -> ArchiveTooLarge:
+    return ArchiveTooLarge(
+        f"{shown}: the zip unpacks to more than {MAX_UNZIPPED_BYTES // (1024 * 1024)} MB "
+        f"(at the entry {entry}); refused: split it, or send the files uncompressed"
     )
 
 
@@ -364,9 +398,14 @@ def _pick_layer(path: Path, shown: str, layer: str | None) -> str | None:
 
 def _read_with_gdal(
     path: Path, shown: str, kind: str, layer: str | None, encoding: str | None
-) -> gpd.GeoDataFrame:
+) -> tuple[gpd.GeoDataFrame, list[dict[str, Any]]]:
+    """The frame and the row errors of geometries that GDAL reads but GEOS refuses."""
+    errors: list[dict[str, Any]] = []
     try:
-        frame = pyogrio.read_dataframe(path, layer=layer, encoding=encoding)
+        try:
+            frame = pyogrio.read_dataframe(path, layer=layer, encoding=encoding)
+        except shapely.errors.GEOSException:
+            frame, errors = _read_refused_geometries(path, layer, encoding)
     except _GDAL_ERRORS as exc:
         hint = (
             " (a shapefile needs its .shx and .dbf beside it: send a .zip holding all of them)"
@@ -380,7 +419,25 @@ def _read_with_gdal(
         raise UnreadableFile(f"{shown} has no geometry column")
     if frame.geometry.name != "geometry":
         frame = frame.rename_geometry("geometry")
-    return frame
+    return frame, errors
+
+
+def _read_refused_geometries(
+    path: Path, layer: str | None, encoding: str | None
+) -> tuple[gpd.GeoDataFrame, list[dict[str, Any]]]:
+    """Read a file holding geometries GEOS refuses (an unclosed ring, a ring of two
+    points): those are left missing, each with a row error saying why."""
+    meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, encoding=encoding, columns=[])
+    attributes = pyogrio.read_dataframe(path, layer=layer, encoding=encoding, read_geometry=False)
+    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
+    errors = []
+    for position in np.flatnonzero(pd.notna(wkb) & shapely.is_missing(geoms)):
+        try:
+            shapely.from_wkb(wkb[position])
+        except shapely.errors.GEOSException as exc:
+            reason = str(exc).split(": ", 1)[-1]  # without GEOS's exception class name
+            errors.append({"row": int(position) + 1, "field": "geometry", "reason": reason})
+    return gpd.GeoDataFrame(attributes, geometry=geoms, crs=meta["crs"]), errors
 
 
 # -- CSV ----------------------------------------------------------------------------------
@@ -534,9 +591,12 @@ def _to_wgs84(
     explicit: str | None,
     shown: str,
     errors: list[dict[str, Any]],
+    max_vertices: int,
 ) -> tuple[gpd.GeoDataFrame, str]:
     """Convert `frame` to EPSG:4326 (2-D); returns it and what the coordinates were."""
-    geoms = shapely.force_2d(frame.geometry.to_numpy())
+    geoms = _drop_huge(
+        shapely.force_2d(frame.geometry.to_numpy()), frame.index, errors, max_vertices
+    )
     declared_name = _declared_coord_sys(declared)
     if explicit is not None:
         source = explicit
@@ -561,7 +621,7 @@ def _to_wgs84(
         if declared.is_projected:
             series = series.segmentize(DEFAULT_MAX_SEGMENT_M)
         converted = series.to_crs(4326).to_numpy()
-    converted = _drop_impossible(converted, frame.index, errors)
+    converted = _drop_impossible(converted, geoms, frame.index, errors)
     if len(converted) and _all_off_the_globe(errors, len(converted)):
         raise UnreadableFile(
             f"{shown}: no coordinate is a longitude/latitude; they look projected: say which "
@@ -575,8 +635,34 @@ def _to_wgs84(
 _OFF_GLOBE = "coordinates are not longitude/latitude (projected? say which CRS with coord_sys)"
 
 
-def _drop_impossible(geoms: np.ndarray, rows: pd.Index, errors: list[dict[str, Any]]) -> np.ndarray:
-    """Blank out geometries whose converted coordinates are not on the globe."""
+def _drop_huge(
+    geoms: np.ndarray, rows: pd.Index, errors: list[dict[str, Any]], max_vertices: int
+) -> np.ndarray:
+    """Blank out geometries of more than `max_vertices` positions (before any conversion
+    densifies them further)."""
+    counts = shapely.get_num_coordinates(geoms)
+    huge = np.flatnonzero(counts > max_vertices)
+    if not huge.size:
+        return geoms
+    for position in huge:
+        errors.append(
+            {
+                "row": int(rows[position]),
+                "field": "geometry",
+                "reason": f"{counts[position]} positions; at most {max_vertices} per geometry "
+                "(GRIDCOVER_MAX_GEOMETRY_VERTICES): simplify it",
+            }
+        )
+    geoms = np.asarray(geoms, dtype=object).copy()
+    geoms[huge] = None
+    return geoms
+
+
+def _drop_impossible(
+    geoms: np.ndarray, original: np.ndarray, rows: pd.Index, errors: list[dict[str, Any]]
+) -> np.ndarray:
+    """Blank out geometries whose converted coordinates are not on the globe; say so when
+    the file's own coordinates lie in Xiangxi with lon and lat swapped."""
     geoms = np.asarray(geoms, dtype=object)
     present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
     if not present.any():
@@ -590,11 +676,21 @@ def _drop_impossible(geoms: np.ndarray, rows: pd.Index, errors: list[dict[str, A
             & (bounds[:, 1] >= -90)
             & (bounds[:, 3] <= 90)
         )
+    # A NaN vertex need not show in the bounds.
+    coords, owner = shapely.get_coordinates(geoms[present], return_index=True)
+    ok[np.unique(owner[~np.isfinite(coords).all(axis=1)])] = False
     if ok.all():
         return geoms
     positions = np.flatnonzero(present)[~ok]
     for position in positions:
-        errors.append({"row": int(rows[position]), "field": "geometry", "reason": _OFF_GLOBE})
+        given = shapely.get_coordinates(original[position])
+        if not np.isfinite(given).all():
+            reason = "coordinates are not finite numbers"
+        elif swapped_into_xiangxi(given[:, 0], given[:, 1]).all():
+            reason = swap_hint(*given[0])
+        else:
+            reason = _OFF_GLOBE
+        errors.append({"row": int(rows[position]), "field": "geometry", "reason": reason})
     geoms = geoms.copy()
     geoms[positions] = None
     return geoms

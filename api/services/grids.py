@@ -16,6 +16,8 @@ from sqlalchemy import Connection, text
 from api.audit import record_write
 from api.errors import Problem
 from api.services.bulk import copy_frame, select_columns
+from api.services.coverage import refresh_grids
+from api.services.lookup import GRID_CHANGED_CHANNEL
 from api.services.validation import RowErrors, RowsRejected, as_multi
 
 GRID_KINDS = ("综合网格", "专属网格")
@@ -112,10 +114,6 @@ SELECT * FROM checked ORDER BY row
 GRID_WRITE_LOCK_KEY = 0x67_63_69_6D
 
 
-# Lookup indexes LISTEN on this channel; PostgreSQL delivers the notice only on commit.
-GRID_CHANGED_CHANNEL = "gridcover_grid_changed"
-
-
 def begin_grid_write(conn: Connection) -> None:
     """Wait for other grid writers (the lock is held until the caller's transaction ends)
     and, should the transaction commit, wake every process's lookup index at once."""
@@ -164,13 +162,16 @@ def write_grids(
     valid_from: datetime | None = None,
     progress: Callable[[int], None] | None = None,
     replace_existing: bool = False,
+    refresh_coverage: bool = True,
 ) -> int:
     """Insert grids (WGS84) after validating them; all or nothing.
 
     Rows are checked alone first, then against the stored villages and grids. With
     `replace_existing`, a row whose code is current closes that version at `valid_from`
     (default: the transaction's time) and becomes the next version; otherwise an existing
-    code is an error.
+    code is an error. The coverage of the new grids and their neighbours is computed in
+    the same transaction, unless `refresh_coverage` is false (a caller that recomputes
+    everything afterwards).
     """
     validate_grids(grids)
     begin_grid_write(conn)
@@ -199,7 +200,25 @@ def write_grids(
     frame["version"] = [versions[code] for code in codes]
     frame["valid_from"] = np.full(len(frame), moment, dtype=object)
     frame["geom"] = as_multi(grids.geometry.to_numpy())
-    return copy_frame(conn, "grid", frame, {"geom": 4326}, progress)
+    written = copy_frame(conn, "grid", frame, {"geom": 4326}, progress)
+    if refresh_coverage:
+        refresh_grids(conn, _versions_stamped(conn, codes, moment))
+    return written
+
+
+def _versions_stamped(conn: Connection, codes: list[str], moment: datetime) -> list[int]:
+    """Ids of the versions of `codes` opened or closed at `moment`."""
+    return (
+        conn.execute(
+            text(
+                "SELECT id FROM grid WHERE code = ANY(:codes) "
+                "AND (valid_from = :at OR valid_to = :at)"
+            ),
+            {"codes": codes, "at": moment},
+        )
+        .scalars()
+        .all()
+    )
 
 
 GRID_SQL = """
@@ -239,7 +258,8 @@ def read_grids(
 
 
 def retire_grid(conn: Connection, code: str) -> dict[str, object] | None:
-    """Close the current version of `code` now; returns it, or None when there is none."""
+    """Close the current version of `code` now (its neighbours' coverage recomputed);
+    returns it, or None when there is none."""
     begin_grid_write(conn)
     row = (
         conn.execute(
@@ -253,7 +273,10 @@ def retire_grid(conn: Connection, code: str) -> dict[str, object] | None:
         .mappings()
         .first()
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    refresh_grids(conn, [row["id"]])
+    return dict(row)
 
 
 # -- single-grid edits (HTTP), each audited in its own transaction -----------------------------

@@ -29,6 +29,7 @@ from api.services.grid_import import (
     import_grids,
 )
 from api.services.grids import begin_grid_write
+from api.settings import DEFAULT_MAX_GEOMETRY_VERTICES
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def import_file(
     repair: bool = False,
     name: str | None = None,
     progress: Progress | None = None,
+    max_vertices: int = DEFAULT_MAX_GEOMETRY_VERTICES,
 ) -> ImportReport:
     """Read a file and import it (`entity`: a key of `IMPORTERS`) in one transaction,
     with an audit row summarising it. Raises the errors of `read_vector_file` and
@@ -73,7 +75,9 @@ def import_file(
         raise GridcoverError(f"cannot import {entity!r}: use one of {', '.join(IMPORTERS)}")
     importer = IMPORTERS[entity]
     _progress(progress, "reading", 0.0)
-    vector = read_vector_file(path, coord_sys=coord_sys, layer=layer, name=name)
+    vector = read_vector_file(
+        path, coord_sys=coord_sys, layer=layer, name=name, max_vertices=max_vertices
+    )
     _progress(progress, "reading", 1.0)
     with engine.begin() as conn:
         importer.begin_write(conn)

@@ -1175,7 +1175,20 @@ def _apply_change(
             "data": _json(data),
         },
     )
-    record_write(conn, actor, action, "incident", incident_id, before=before, after=after)
+    # The audit row also holds what was edited or moved, old and new.
+    new = {"description": params["description"], "photos": photos} | {
+        name: params[name] for name in ("lon", "lat", "address")
+    }
+    audited = [*edited, *(("lon", "lat", "address") if change.moves else ())]
+    record_write(
+        conn,
+        actor,
+        action,
+        "incident",
+        incident_id,
+        before=before | {name: getattr(row, name) for name in audited},
+        after=after | {name: new[name] for name in audited},
+    )
     return read_incident(conn, incident_id, with_phone, context.calendar)
 
 

@@ -23,12 +23,15 @@ import shapely
 from sqlalchemy import Connection, Engine, text
 
 from api.db import libpq_url
-from api.services.grids import GRID_CHANGED_CHANNEL
 from geo.address import AddressMatch
 from geo.assign import GridIndex
 from geo.crs import convert
 
 log = logging.getLogger("gridcover.lookup")
+
+# Grid writers NOTIFY this channel (`api.services.grids.begin_grid_write`); PostgreSQL
+# delivers the notice only on commit.
+GRID_CHANGED_CHANNEL = "gridcover_grid_changed"
 
 GRID_SELECT = """
 SELECT g.id, g.code, g.version, g.name, g.worker_name, g.worker_phone,
@@ -272,6 +275,7 @@ class GridLocator:
         except Exception:  # no database yet: the first lookup builds it
             log.warning("could not build the grid index at start-up", exc_info=True)
         listener: psycopg.Connection | None = None
+        failing = False  # an outage is logged when it starts and ends, not at every poll
         while not self._stop.is_set():
             if listener is None:
                 listener = self._listen()
@@ -283,7 +287,17 @@ class GridLocator:
             try:
                 self.refresh_if_changed()
             except Exception:  # the database may be away for a while; keep the old index
-                log.warning("grid index refresh failed; keeping the previous one", exc_info=True)
+                if not failing:
+                    log.warning(
+                        "grid index refresh failed; keeping the previous one until the "
+                        "database answers again",
+                        exc_info=True,
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.warning("grid index refreshed again after the database came back")
+                failing = False
         if listener is not None:
             listener.close()
 

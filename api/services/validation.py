@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +12,7 @@ import pandas as pd
 import shapely
 
 from api.errors import GridcoverError
+from geo.reference import load_prefecture
 
 
 class RowsRejected(GridcoverError):
@@ -73,13 +76,25 @@ class RowErrors:
         )
 
     def check_text(self, frame: pd.DataFrame) -> None:
-        """Text cells must not hold NUL, which PostgreSQL text cannot store."""
+        """Text cells must be printable: no NUL (PostgreSQL text cannot store it), no other
+        control character (terminal escapes in a report or a CSV export), no lone
+        surrogate (not encodable)."""
         for name in frame.columns:
             column = frame[name]
-            if column.dtype != object or name == "geometry":
+            if name == "geometry" or not (
+                column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
+            ):
                 continue
-            has_nul = column.map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(bool)
-            self.add(has_nul, name, "contains a NUL character", frame)
+            reasons = column.map(lambda v: unprintable(v) if isinstance(v, str) else None)
+            for position in np.flatnonzero(reasons.notna().to_numpy()):
+                self.errors.append(
+                    {
+                        "row": int(position),
+                        "field": name,
+                        "reason": reasons.iloc[position],
+                        "id": _row_label(frame, int(position)),
+                    }
+                )
 
     def check_geometry(self, frame: pd.DataFrame, column: str, types: tuple[str, ...]) -> None:
         geoms = frame[column].to_numpy()
@@ -127,3 +142,56 @@ def as_multi(geoms: np.ndarray) -> np.ndarray:
     lines = type_ids == 1
     out[lines] = shapely.multilinestrings(geoms[lines, np.newaxis])
     return out
+
+
+# C0 controls but tab, newline and carriage return; DEL and the C1 controls; lone surrogates.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def unprintable(text: str) -> str | None:
+    """Why `text` cannot be stored as given (its first control character), or None.
+
+    SQL-looking text is fine: every value is a bound parameter, so it is stored verbatim.
+    """
+    match = _UNPRINTABLE.search(text)
+    if match is None:
+        return None
+    return f"holds the control character U+{ord(match.group()):04X} at position {match.start()}"
+
+
+# The prefecture's outline is padded so that GCJ-02/BD-09 input (shifted up to ~1.2 km)
+# counts too.
+_SWAP_PAD_DEG = 0.02
+
+
+def swapped_into_xiangxi(lon: Any, lat: Any) -> np.ndarray:
+    """Which (lon, lat) pairs lie in Xiangxi once exchanged: the telltale of a client that
+    sent latitude first. Xiangxi's longitudes (109-111) are no latitudes, so such a pair
+    always fails the range check as given."""
+    lon = np.atleast_1d(np.asarray(lon, dtype=np.float64))
+    lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
+    prefecture = _padded_prefecture()
+    west, south, east, north = prefecture.bounds
+    with np.errstate(invalid="ignore"):
+        candidates = (lat >= west) & (lat <= east) & (lon >= south) & (lon <= north)
+    found = np.zeros(lon.shape, dtype=bool)
+    if candidates.any():
+        found[candidates] = shapely.covers(
+            prefecture, shapely.points(lat[candidates], lon[candidates])
+        )
+    return found
+
+
+def swap_hint(lon: float, lat: float) -> str:
+    """The message for a pair `swapped_into_xiangxi` holds true."""
+    return (
+        f"lon/lat look swapped: ({float(lon)}, {float(lat)}) is no longitude/latitude, "
+        f"but ({float(lat)}, {float(lon)}) lies in Xiangxi; send the longitude first"
+    )
+
+
+@functools.cache
+def _padded_prefecture() -> shapely.Geometry:
+    padded = load_prefecture().buffer(_SWAP_PAD_DEG)
+    shapely.prepare(padded)
+    return padded

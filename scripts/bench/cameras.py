@@ -6,7 +6,9 @@ On the full demo world (scratch database, dropped afterwards), served by `gridco
   against plain PostGIS doing the same recompute with a lateral ST_Union(ST_Intersection)
   over the stored FOVs of the touched grids;
 - `GET /v1/cameras/visible`: p50/p99 for 1 client and for 20 clients at 10 req/s each,
-  against a plain PostGIS query (FOV polygons containing the point, best level first).
+  against a plain PostGIS query (FOV polygons containing the point, best level first);
+- both service calls in this process too (`update_camera` in a transaction rolled back,
+  `cameras_visible`), which shows what the HTTP layer and a busy machine add.
 
     .venv/bin/python scripts/bench/cameras.py [--edits 100] [--seconds 10] [--workers 2]
 """
@@ -25,6 +27,8 @@ from sqlalchemy import text
 
 from api.auth import create_api_key
 from api.db import libpq_url
+from api.services.cameras import cameras_visible, read_camera, update_camera
+from geo.crs import to_metric
 
 # Plain PostGIS: recompute the area coverage of the grids a FOV touches, from the stored
 # FOVs (what a trigger-based design would run on every camera edit).
@@ -118,6 +122,30 @@ def postgis_visible(url: str, lon: np.ndarray, lat: np.ndarray) -> dict:
     return percentiles_ms(times)
 
 
+def in_process_edits(engine, ids: list[int]) -> dict[str, float]:
+    """`update_camera` (azimuth +30°) called directly, each in a transaction rolled back."""
+    times = []
+    for camera_id in ids:
+        with engine.connect() as conn, conn.begin() as transaction:
+            azimuth = (read_camera(conn, camera_id)["azimuth_deg"] + 30) % 360
+            start = time.perf_counter()
+            update_camera(conn, camera_id, {"azimuth_deg": azimuth}, None, None, "bench")
+            times.append(time.perf_counter() - start)
+            transaction.rollback()
+    return percentiles_ms(times)
+
+
+def in_process_visible(engine, lon: np.ndarray, lat: np.ndarray) -> dict[str, float]:
+    x, y = to_metric(lon, lat)
+    times = []
+    with engine.connect() as conn:
+        for px, py in zip(x, y, strict=True):
+            start = time.perf_counter()
+            cameras_visible(conn, float(px), float(py))
+            times.append(time.perf_counter() - start)
+    return percentiles_ms(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=100)
@@ -130,6 +158,10 @@ def main() -> None:
             admin = create_api_key(conn, "admin", "bench admin")[1]
             dispatcher = create_api_key(conn, "dispatcher", "bench")[1]
         ids, lon, lat = camera_points(engine, max(args.edits, 1000))
+        print("measuring in this process ...", file=sys.stderr)
+        in_process_edits(engine, ids[-10:])  # warm up
+        own_edit = in_process_edits(engine, ids[: args.edits])
+        own_visible = in_process_visible(engine, lon, lat)
         print("measuring plain PostGIS ...", file=sys.stderr)
         pg_edit = postgis_edits(url, ids[: args.edits])
         pg_visible = postgis_visible(url, lon, lat)
@@ -148,9 +180,11 @@ def main() -> None:
     print(f"{'what':<58}{'p50 ms':>10}{'p99 ms':>10}")
     rows = [
         (f"ours: PATCH a camera + coverage, via HTTP ({args.edits} edits)", edit),
+        ("ours: the same edit in this process (update_camera)", own_edit),
         ("PostGIS: lateral ST_Union recompute of its grids (SQL only)", pg_edit),
         ("ours: GET /v1/cameras/visible, 1 client", visible_1),
         ("ours: GET /v1/cameras/visible, 20 clients x 10 req/s", visible_20),
+        ("ours: cameras_visible in this process", own_visible),
         ("PostGIS: FOVs containing the point (SQL only, 1 client)", pg_visible),
     ]
     for label, stats in rows:

@@ -487,13 +487,13 @@ def test_zip_bombs_and_escaping_paths_are_refused(
     bomb = shapefile_zip(tmp_path, {"padding.bin": b"\0" * 5_000_000})
     assert bomb.stat().st_size < 50_000
     response = upload(client, "/v1/grids/import", bomb, auth["admin"])
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert "unpacks to more than" in response.json()["detail"]
 
     monkeypatch.setattr(files, "MAX_ZIP_MEMBERS", 5)
     many = shapefile_zip(tmp_path, {f"note{i}.txt": b"x" for i in range(10)})
     response = upload(client, "/v1/grids/import", many, auth["admin"])
-    assert response.status_code == 400 and "entries, more than the 5" in response.text
+    assert response.status_code == 413 and "entries, more than the 5" in response.text
 
     monkeypatch.setattr(files, "MAX_ZIP_MEMBERS", 1000)
     escaping = shapefile_zip(tmp_path, {"../../etc/evil.shp": b"\x00\x00\x27\x0a"})
@@ -502,22 +502,24 @@ def test_zip_bombs_and_escaping_paths_are_refused(
     assert counts(db)[0] == 0
 
 
-def test_uploads_past_the_size_limit_get_413(client, auth, tmp_path, monkeypatch):
-    monkeypatch.setattr(grid_import_routes, "MAX_UPLOAD_BYTES", 1000)
+def test_uploads_past_the_size_limit_get_413(scratch, auth, tmp_path):
+    _, settings, engine = scratch
+    limited = settings.model_copy(update={"max_upload_bytes": 1024})
     path = tmp_path / "big.geojson"
     path.write_bytes(b"{" + b" " * 5000 + b"}")
-    assert upload(client, "/v1/grids/import", path, auth["admin"]).status_code == 413
 
     def chunks():  # no Content-Length: the limit holds while streaming
         for _ in range(10):
             yield b" " * 500
 
-    streamed = client.post(
-        "/v1/grids/import",
-        params={"filename": "big.geojson"},
-        content=chunks(),
-        headers=auth["admin"],
-    )
+    with TestClient(create_app(limited, engine)) as client:
+        assert upload(client, "/v1/grids/import", path, auth["admin"]).status_code == 413
+        streamed = client.post(
+            "/v1/grids/import",
+            params={"filename": "big.geojson"},
+            content=chunks(),
+            headers=auth["admin"],
+        )
     assert streamed.status_code == 413
     assert streamed.headers["content-type"] == "application/problem+json"
 

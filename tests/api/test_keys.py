@@ -131,3 +131,13 @@ def test_a_key_that_expired_before_it_was_made_is_refused(client, headers):
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "expires_at"
+
+
+def test_a_key_name_with_a_control_character_is_a_422(client, headers):
+    """`\\S` in the name's pattern let "a\\x00b" through to PostgreSQL: a 500 before."""
+    response = client.post(
+        "/v1/keys", headers=headers["admin"], json={"name": "a\x00b", "role": "viewer"}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "name"

@@ -213,3 +213,12 @@ def test_roles_and_unknown_requests(world):
         f"{BASE}/requests.json", params={"api_key": key(world), "start_date": "yesterday"}
     )
     assert bad_date.status_code == 400 and "W3C" in bad_date.json()[0]["description"]
+
+
+def test_an_end_date_in_year_one_lists_without_failing(world):
+    """The default start (end_date - 90 days) fell before year 1: a 500 before."""
+    response = world.client.get(
+        f"{BASE}/requests.json",
+        params={"api_key": key(world), "end_date": "0001-01-01T00:00:00+14:00"},
+    )
+    assert response.status_code == 200 and response.json() == []

@@ -390,14 +390,8 @@ def test_incremental_equals_full(world):
     full = world["df"]
     grids = world["grids"]
     pick = np.array([3, 50, 51, 400, 777])
-    fovs = world["fovs"]
-    reach = fovs.ranges_m.max(axis=1)
-    near = np.zeros(len(fovs), dtype=bool)
-    pts = shapely.points(fovs.x_m, fovs.y_m)
-    for g in grids[pick]:
-        near |= shapely.dwithin(pts, g, reach)
     part = grid_coverage(
-        world["ids"][pick], grids[pick], fovs.subset(near), world["roads"], world["places"]
+        world["ids"][pick], grids[pick], near_grids(world, pick), world["roads"], world["places"]
     )
     want = full.set_index(["grid_id", "level"]).loc[part.set_index(["grid_id", "level"]).index]
     got = part.set_index(["grid_id", "level"])
@@ -405,6 +399,64 @@ def test_incremental_equals_full(world):
            "places_covered"]  # fmt: skip
     pd.testing.assert_frame_equal(got[num], want[num], rtol=1e-9, atol=1e-6)
     assert shapely.equals_exact(got["gap"].to_numpy(), want["gap"].to_numpy(), 1e-6).all()
+
+
+def near_grids(world, pick):
+    """The cameras whose reach meets the grids ``pick``, as an incremental recompute
+    passes them."""
+    fovs = world["fovs"]
+    reach = fovs.ranges_m.max(axis=1)
+    near = np.zeros(len(fovs), dtype=bool)
+    pts = shapely.points(fovs.x_m, fovs.y_m)
+    for g in world["grids"][pick]:
+        near |= shapely.dwithin(pts, g, reach)
+    return fovs.subset(near)
+
+
+def test_levels_side_by_side_equal_a_pass_per_level(world, monkeypatch):
+    """A small recompute runs all levels in one pass (shifted copies of the zones): every
+    column, gap polygon, road gap and uncovered place as a pass per level gives."""
+    pick = np.array([3, 50, 51, 400, 777])
+    args = (world["ids"][pick], world["grids"][pick], near_grids(world, pick), world["roads"],
+            world["places"])  # fmt: skip
+    options = {"road_gap_lines": True, "uncovered_places": True}
+    stacked = grid_coverage(*args, **options)
+    monkeypatch.setattr(cv, "_STACK_MAX_CAMERAS", 0)
+    per_level = grid_coverage(*args, **options)
+    assert stacked["road_covered_m"].sum() > 0 and stacked["places_total"].sum() > 0
+    num = per_level.columns.drop(["grid_id", "level", "gap", "road_gap", "uncovered_places"])
+    pd.testing.assert_frame_equal(stacked[num], per_level[num], rtol=1e-9, atol=1e-6)
+    assert (stacked[["grid_id", "level"]] == per_level[["grid_id", "level"]]).all().all()
+    for column in ("gap", "road_gap"):
+        ours, theirs = stacked[column].to_numpy(), per_level[column].to_numpy()
+        assert (shapely.is_missing(ours) == shapely.is_missing(theirs)).all()
+        both = ~shapely.is_missing(ours)
+        assert shapely.equals_exact(ours[both], theirs[both], 1e-6).all()
+    assert stacked["uncovered_places"].tolist() == per_level["uncovered_places"].tolist()
+
+
+def test_grids_and_cells_in_one_pass(world):
+    """What a camera edit recomputes: its grids and H3 cells together, as
+    :func:`grid_coverage` and :func:`coverage_h3` give them apart (H3 from every camera)."""
+    pick = np.array([50, 51])
+    fovs = near_grids(world, pick)
+    cells = cv.h3_cells_near(fovs.x_m[:3], fovs.y_m[:3], 50.0)
+    rows, cell_rows = (pd.DataFrame(columns) for columns in cv.grid_and_h3_coverage(
+        world["ids"][pick], world["grids"][pick], cells, world["fovs"], world["roads"],
+        world["places"],
+    ))  # fmt: skip
+    alone = grid_coverage(
+        world["ids"][pick], world["grids"][pick], fovs, world["roads"], world["places"],
+        road_gap_lines=True, uncovered_places=True,
+    )  # fmt: skip
+    num = alone.columns.drop(["grid_id", "level", "gap", "road_gap", "uncovered_places"])
+    pd.testing.assert_frame_equal(rows[num], alone[num], rtol=1e-9, atol=1e-6)
+    assert shapely.equals_exact(rows["gap"].to_numpy(), alone["gap"].to_numpy(), 1e-6).all()
+    everywhere = coverage_h3(world["fovs"], DORI_LEVELS)
+    want = everywhere[everywhere["h3"].isin(cells)].set_index(["h3", "level"]).sort_index()
+    got = cell_rows.set_index(["h3", "level"]).sort_index()
+    assert len(got) > 4 and got.index.equals(want.index)
+    pd.testing.assert_frame_equal(got, want, rtol=1e-9, atol=1e-6)
 
 
 def test_workers_give_the_same_rows(world):
