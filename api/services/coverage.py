@@ -32,11 +32,10 @@ from psycopg.types import TypeInfo
 from sqlalchemy import Connection, Engine, text
 
 from api.audit import record_write
-from api.services.incidents import gap_flags, refresh_incident_gaps
+from api.services.incidents import reflag_gaps, refresh_incident_gaps
 from geo import coverage as geo_coverage
 from geo.camera import ACTIVE_STATUSES, DORI_LEVELS
 from geo.coverage import FovSet, Places, Roads, public_ratio
-from geo.crs import to_metric
 
 Progress = Callable[[str, float], None]
 # The tables a camera write or a recompute changes (for caches keyed on them).
@@ -504,11 +503,6 @@ CLEAR_SQL = """
 WITH grids AS (DELETE FROM coverage WHERE grid_id = ANY(%(grids)s))
 DELETE FROM coverage_h3 WHERE h3 = ANY(%(cells)s)
 """
-SET_GAP_FLAGS_SQL = """
-UPDATE incident i SET in_gap = u.in_gap
-FROM unnest(%(ids)s::bigint[], %(flags)s::boolean[]) AS u(id, in_gap)
-WHERE i.id = u.id
-"""
 
 
 def _wkb_list(geoms: np.ndarray) -> list[bytes]:
@@ -566,7 +560,7 @@ def refresh_cameras(conn: Connection, camera_ids: Sequence[int], *, deleting: bo
     recomputed = _recompute_zone(
         conn, grid_rows.fetchall(), camera_rows.fetchall(), target_rows.fetchall(), cells
     )
-    _refresh_incident_gaps(conn, incident_rows.fetchall())
+    reflag_gaps(conn, incident_rows.fetchall())
     return recomputed
 
 
@@ -652,25 +646,6 @@ def _cells_under(polygons: np.ndarray, pad: float) -> tuple[list[str], np.ndarra
     hexagons = geo_coverage.h3_polygons(candidates)
     hit = np.unique(shapely.STRtree(polygons).query(hexagons, predicate="dwithin", distance=pad)[0])
     return [candidates[i] for i in hit], hexagons[hit]
-
-
-def _refresh_incident_gaps(conn: Connection, rows: Sequence[Any]) -> int:
-    """Recompute the gap flag of the incidents under changed FOVs (`INCIDENTS_UNDER_SQL`
-    rows), the only ones the change can flip, as `refresh_incident_gaps` does for whole
-    grids; returns how many changed."""
-    if not rows:
-        return 0
-    ids, lon, lat, before = (np.array(column, dtype=object) for column in zip(*rows, strict=True))
-    x, y = to_metric(lon.astype(np.float64), lat.astype(np.float64))
-    flags = gap_flags(conn, np.asarray(x), np.asarray(y))
-    after = np.full(ids.size, None, dtype=object) if flags is None else flags.astype(object)
-    changed = np.flatnonzero(before != after)
-    if len(changed):
-        conn.connection.driver_connection.execute(
-            SET_GAP_FLAGS_SQL,
-            {"ids": [int(i) for i in ids[changed]], "flags": after[changed].tolist()},
-        )
-    return len(changed)
 
 
 # -- a full recompute ------------------------------------------------------------------------------

@@ -1265,6 +1265,12 @@ def refresh_incident_gaps(conn: Connection, grid_ids: Sequence[int] | None = Non
         ),
         params,
     ).all()
+    return reflag_gaps(conn, rows)
+
+
+def reflag_gaps(conn: Connection, rows: Sequence[Any]) -> int:
+    """Set `in_gap` afresh for the incidents `rows` (id, lon, lat, current in_gap), writing
+    only the flags that change; returns how many did."""
     if not rows:
         return 0
     ids, lon, lat, before = (np.array(column, dtype=object) for column in zip(*rows, strict=True))
@@ -1274,12 +1280,10 @@ def refresh_incident_gaps(conn: Connection, grid_ids: Sequence[int] | None = Non
     changed = np.flatnonzero(before != after)
     if not changed.size:
         return 0
-    conn.execute(
-        statement(
-            "UPDATE incident i SET in_gap = u.in_gap FROM unnest("
-            "CAST(:ids AS bigint[]), CAST(:flags AS boolean[])) AS u(id, in_gap) "
-            "WHERE i.id = u.id"
-        ),
+    conn.connection.driver_connection.execute(
+        "UPDATE incident i SET in_gap = u.in_gap "
+        "FROM unnest(%(ids)s::bigint[], %(flags)s::boolean[]) AS u(id, in_gap) "
+        "WHERE i.id = u.id",
         {"ids": [int(i) for i in ids[changed]], "flags": after[changed].tolist()},
     )
     return int(changed.size)

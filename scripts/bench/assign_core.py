@@ -35,8 +35,6 @@ on all the points, candidates, nearest grid and distances on a sample.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import gc
 import multiprocessing as mp
 import sys
@@ -49,6 +47,8 @@ import numpy as np
 import shapely
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from memory import rss_mib, settle
 
 from geo.assign import GridIndex
 from geo.crs import METRIC_EPSG, convert_geometry, segmentize_then_convert
@@ -71,28 +71,6 @@ _SMALL_TOWNS = 60
 _SMALL_TOWN_GRIDS = 25
 _SMALL_TOWN_SIGMA_M = 400.0
 _EDGE_MAX_M = 200.0
-
-
-def _rss_mib(field: str) -> float:
-    """A VmRSS/VmHWM line of /proc/self/status, in MiB (0 where unavailable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
-
-
-def _settle() -> float:
-    """Free what can be freed, reset the peak RSS; return the current RSS (MiB)."""
-    gc.collect()
-    with contextlib.suppress(OSError):  # hand freed heap memory back to the system
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS (Linux)
-    return _rss_mib("VmRSS:")
 
 
 def synthetic_grids(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -214,12 +192,12 @@ def _ranks(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _run_ours(path: str, repeat: int, cell_deg: float | None) -> dict[str, Any]:
     codes, geoms, x, y = _load(path)
-    rss = _settle()
+    rss = settle()
     t = time.perf_counter()
     index = GridIndex.build(codes, geoms, **({} if cell_deg is None else {"cell_deg": cell_deg}))
     build_s = time.perf_counter() - t
-    build_peak = _rss_mib("VmHWM:") - rss
-    rss = _settle()
+    build_peak = rss_mib("VmHWM:") - rss
+    rss = settle()
     best = np.inf
     for _ in range(repeat):
         t = time.perf_counter()
@@ -230,7 +208,7 @@ def _run_ours(path: str, repeat: int, cell_deg: float | None) -> dict[str, Any]:
         "build_s": build_s,
         "build_peak": build_peak,
         "index_mib": index.nbytes / 2**20,
-        "peak": _rss_mib("VmHWM:") - rss,
+        "peak": rss_mib("VmHWM:") - rss,
         "stats": index.stats(),
         "cell_deg": index.cell_deg,
         "answer": res,
@@ -366,7 +344,7 @@ def _run_baseline(path: str, method: str) -> dict[str, Any]:
     codes, geoms, x, y = _load(path)
     order, rank = _ranks(codes)
     n = x.size
-    rss = _settle()
+    rss = settle()
     t = time.perf_counter()
     if method == "strtree_points":
         # STRtree over the points, queried with the prepared grids; for a point,
@@ -390,7 +368,7 @@ def _run_baseline(path: str, method: str) -> dict[str, Any]:
         j = gpd.sjoin(pts, grids, predicate=predicate, how="inner")
         pi, gi = j.index.to_numpy(), j["index_right"].to_numpy()
     res = _to_index(_smallest_per_point(n, pi, rank[gi]), order)  # smallest code wins
-    return {"seconds": time.perf_counter() - t, "peak": _rss_mib("VmHWM:") - rss, "answer": res}
+    return {"seconds": time.perf_counter() - t, "peak": rss_mib("VmHWM:") - rss, "answer": res}
 
 
 def _in_child(fn: Any, *args: Any) -> dict[str, Any]:

@@ -28,9 +28,6 @@ coverage, H3 cells and writing every row back, in a transaction rolled back afte
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import math
 import resource
 import sys
@@ -43,6 +40,8 @@ import shapely
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from memory import rss_mib, settle
 
 from api.db import (
     create_scratch_database,
@@ -58,28 +57,6 @@ from geo.camera import DORI_LEVELS
 from geo.coverage import FovSet, Places, Roads, grid_coverage
 
 ARC_STEP_DEG = 10.0  # the FOV polygons of the baselines (area-exact, as camera_fov holds)
-
-
-def _rss_mib(field: str) -> float:
-    """A VmRSS/VmHWM line of /proc/self/status, in MiB (0 where unavailable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
-
-
-def _settle() -> float:
-    """Free what can be freed, reset the peak RSS; return the current RSS (MiB)."""
-    gc.collect()
-    with contextlib.suppress(OSError):  # hand freed heap memory back to the system
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS (Linux)
-    return _rss_mib("VmRSS:")
 
 
 def _wkb(conn, sql: str) -> tuple[np.ndarray, np.ndarray]:
@@ -135,26 +112,26 @@ def fovset(cameras: dict) -> FovSet:
 
 def run_ours(world: dict, workers: int) -> tuple[object, float, float]:
     """(rows, seconds, peak RSS growth MiB): FOVs + all four levels."""
-    base = _settle()
+    base = settle()
     start = time.perf_counter()
     fovs = fovset(world["cameras"])
     rows = grid_coverage(
         world["grid_ids"], world["grids"], fovs, world["roads"], world["places"], workers=workers
     )
     seconds = time.perf_counter() - start
-    return rows, seconds, _rss_mib("VmHWM:") - base
+    return rows, seconds, rss_mib("VmHWM:") - base
 
 
 def run_recompute(engine, workers: int) -> tuple[dict, float, float]:
     """(stage seconds, total seconds, peak RSS growth MiB) of the whole recompute in the
     database, rolled back so every run starts from the same rows."""
-    base = _settle()
+    base = settle()
     with engine.connect() as conn, conn.begin() as transaction:
         start = time.perf_counter()
         done = recompute_everything(conn, workers=workers)
         seconds = time.perf_counter() - start
         transaction.rollback()
-    return done, seconds, _rss_mib("VmHWM:") - base
+    return done, seconds, rss_mib("VmHWM:") - base
 
 
 def sectors_python_loop(fovs: FovSet, level: str) -> np.ndarray:
