@@ -12,6 +12,7 @@ import shapely
 from sqlalchemy import Connection, Engine, text
 
 from api.services.bulk import copy_frame, select_columns
+from api.services.lookup import freeze_long_lived
 from api.services.validation import RowErrors
 from geo.address import AddressMatcher
 
@@ -87,4 +88,5 @@ class AddressBook:
                 fingerprint = tuple(conn.execute(text(ADDRESS_FINGERPRINT_SQL)).one())
             if self._matcher is None or fingerprint != self._fingerprint:
                 self._matcher, self._fingerprint = load_address_matcher(self._engine)
+                freeze_long_lived()
             return self._matcher
