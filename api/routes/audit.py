@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 
 from api.audit import AuditFilter, read_audit
 from api.auth import Principal, require
@@ -21,7 +21,7 @@ from api.routes.params import CHINA_STANDARD_TIME
 router = APIRouter(prefix="/v1", tags=["audit"])
 Auditor = Annotated[Principal, Depends(require("read:audit"))]
 NO_CONTROL_CHARS = r"^[^\x00-\x1f]*$"
-Text = Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_CONTROL_CHARS)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_CHARS)]
 MAX_LIMIT = 1000
 
 
@@ -64,12 +64,14 @@ def get_audit(
     request: Request,
     response: Response,
     _: Auditor,
-    entity: Annotated[Text, Query(description="e.g. grid, camera, api_key, incident")] = None,
-    entity_id: Annotated[Text, Query(description="the record's id or code")] = None,
-    actor: Annotated[
-        Text, Query(description="who: the whole actor, or a key's name (any of its keys)")
+    entity: Annotated[
+        Text | None, Query(description="e.g. grid, camera, api_key, incident")
     ] = None,
-    action: Annotated[Text, Query(description="e.g. create, update, delete, import")] = None,
+    entity_id: Annotated[Text | None, Query(description="the record's id or code")] = None,
+    actor: Annotated[
+        Text | None, Query(description="who: the whole actor, or a key's name (any of its keys)")
+    ] = None,
+    action: Annotated[Text | None, Query(description="e.g. create, update, delete, import")] = None,
     at_from: Annotated[
         datetime | None, Query(alias="from", description="at or after; without offset +08:00")
     ] = None,
