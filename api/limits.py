@@ -15,7 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import Problem
 
-UPLOAD_PATH_SUFFIX = "/import"
+# The file uploads: only a POST to one of these takes the larger limit (a JSON body sent
+# to any other path or method must not make a worker parse 100 MB).
+UPLOAD_PATHS = frozenset(("/v1/grids/import", "/v1/admin-areas/import", "/v1/cameras/import"))
 
 
 class BodyTooLarge(Exception):
@@ -32,7 +34,7 @@ class BodyLimit:
 
     def limit_for(self, scope: Scope) -> tuple[int, str]:
         """The byte limit of this request and the setting that configures it."""
-        if scope["path"].endswith(UPLOAD_PATH_SUFFIX):
+        if scope["method"] == "POST" and scope["path"].rstrip("/") in UPLOAD_PATHS:
             return self.max_upload_bytes, "GRIDCOVER_MAX_UPLOAD_BYTES"
         return self.max_body_bytes, "GRIDCOVER_MAX_BODY_BYTES"
 

@@ -87,6 +87,8 @@ class AddressBook:
             with self._engine.connect() as conn:
                 fingerprint = tuple(conn.execute(text(ADDRESS_FINGERPRINT_SQL)).one())
             if self._matcher is None or fingerprint != self._fingerprint:
+                first = self._matcher is None
                 self._matcher, self._fingerprint = load_address_matcher(self._engine)
-                freeze_long_lived()
+                if first:
+                    freeze_long_lived()
             return self._matcher

@@ -569,10 +569,13 @@ def refresh_grids(conn: Connection, grid_ids: Sequence[int]) -> int:
     new versions) or retired (the versions just closed) in this transaction: every current
     grid meeting one of them is recomputed, as a full recompute would. FOVs, H3 cells and
     incident gap flags do not depend on grids and stay. Returns the grids recomputed. The
-    caller holds the grid write lock."""
+    caller holds the grid write lock; the camera write lock is taken here (always in that
+    order), so that a camera edit committing meanwhile cannot leave these grids computed
+    without its new FOVs."""
     edited = sorted({int(i) for i in grid_ids})
     if not edited:
         return 0
+    begin_camera_write(conn)
     driver = conn.connection.driver_connection
     zone = {"edited": edited, "cells": [], "slack": RANGE_SLACK_M}
     with driver.pipeline():

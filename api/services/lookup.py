@@ -192,12 +192,14 @@ def _same_geometries(previous: GridSnapshot, codes: np.ndarray, wkb: np.ndarray)
 
 
 def freeze_long_lived() -> None:
-    """Take what is alive now (an index just built) out of the cyclic collector's view.
+    """Take what is alive now (the first index built) out of the cyclic collector's view.
 
     A full collection walks every tracked object: with the full demo's grid index and
     address matcher that is ~100 ms holding the GIL, a stall that every request in the
-    process waits out. Frozen objects are still freed by reference counting once dropped;
-    the collection first keeps garbage cycles from being frozen with them."""
+    process waits out. Frozen objects are still freed by reference counting once dropped,
+    but garbage cycles frozen with them never are: so this runs once per index, at its
+    first build (objects of requests in flight then are frozen too: a bounded, one-time
+    cost), not at every rebuild."""
     gc.collect()
     gc.freeze()
 
@@ -268,7 +270,6 @@ class GridLocator:
         with self._build_lock:
             self._current = snapshot
             self._history.clear()
-        freeze_long_lived()
         return True
 
     def start(self) -> None:

@@ -1613,3 +1613,8 @@ def test_the_body_limit_holds_before_authentication_and_routing(ctx: Context):
         headers=ctx.headers["admin"],
     )
     assert response.status_code == 400  # read, and found to be no GeoJSON
+    # only a POST to an import path is an upload: any other method or path ending in
+    # /import keeps the body limit
+    for method, path in (("PATCH", "/v1/grids/import"), ("POST", "/v1/grids/x/import")):
+        response = ctx.client.request(method, path, content=upload_sized)
+        assert response.status_code == 413, (method, path)
