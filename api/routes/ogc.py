@@ -326,15 +326,21 @@ async def collection_dependency(
     if collection is None:
         known = ", ".join(c.id for c in readable(principal))
         raise Problem(404, f"no collection {collection_id!r}; see /collections ({known})")
-    if not principal.can(collection.permission):
-        if principal.role is Role.anonymous:
-            raise Problem(
-                401,
-                f"collection {collection.id} needs an API key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        raise Problem(403, f"role {principal.role.name} may not read collection {collection.id}")
+    refuse_unreadable(principal, collection)
     return collection
+
+
+def refuse_unreadable(principal: Principal, collection: Collection) -> None:
+    """401 for anonymous callers, 403 for too weak a role, when `collection` is gated."""
+    if principal.can(collection.permission):
+        return
+    if principal.role is Role.anonymous:
+        raise Problem(
+            401,
+            f"collection {collection.id} needs an API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    raise Problem(403, f"role {principal.role.name} may not read collection {collection.id}")
 
 
 Caller = Annotated[Principal, Depends(current_principal)]

@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 
-from api.auth import Principal, Role, current_principal
+from api.auth import Principal, current_principal
 from api.errors import Problem
 from api.responses import NOT_MODIFIED, problems, success
-from api.routes.ogc import _cache_control, _not_modified, cached_response
+from api.routes.ogc import _base, _cache_control, _not_modified, cached_response, refuse_unreadable
 from api.services.features import Collection
 from api.services.tiles import (
     MVT,
@@ -60,22 +60,11 @@ async def tiled_dependency(
     if collection is None:
         known = ", ".join(c.id for c in tiled_collections() if principal.can(c.permission))
         raise Problem(404, f"no vector tiles of {collection_id!r}; tiled collections: {known}")
-    if not principal.can(collection.permission):
-        if principal.role is Role.anonymous:
-            raise Problem(
-                401,
-                f"collection {collection.id} needs an API key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        raise Problem(403, f"role {principal.role.name} may not read collection {collection.id}")
+    refuse_unreadable(principal, collection)
     return collection
 
 
 Tiled = Annotated[Collection, Depends(tiled_dependency)]
-
-
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
 
 
 @router.get(
