@@ -214,6 +214,21 @@ def _ray_test(
 
 
 @dataclass(frozen=True)
+class PointPlace:
+    """Where one point lies (see :meth:`GridIndex.place`): the answers of
+    :meth:`GridIndex.locate_with_candidates` and :meth:`GridIndex.distance_to_boundary_m`
+    for a single point."""
+
+    index: int
+    """The covering grid :meth:`GridIndex.locate` returns, -1 outside."""
+    candidates: tuple[tuple[int, float], ...]
+    """(grid, distance in metres) in :class:`Candidates` order: the covering grid first,
+    then the others by distance, then code."""
+    distance_to_boundary_m: float
+    """Metres (EPSG:4546) to the covering grid's boundary; NaN outside."""
+
+
+@dataclass(frozen=True)
 class _Raster:
     """The lon/lat raster: cell (row r, column c), numbered ``r * ncols + c``, is
     ``[x0 + c * cell, x0 + (c + 1) * cell] x [y0 + r * cell, y0 + (r + 1) * cell]``
@@ -720,10 +735,10 @@ class GridIndex:
 
     Build once with :meth:`build`; the index is immutable afterwards and safe to
     share between threads (the EPSG:4546 copies of the grids that the distance
-    methods need are made on first use, under a lock). Grid numbers returned by
-    every method are indices into :attr:`codes` (``-1``: none). To follow grid
-    edits, make a new index with :meth:`updated` (or :meth:`build`) and swap the
-    reference.
+    methods need are made on first use, under a lock, or by :meth:`prepare_distances`).
+    Grid numbers returned by every method are indices into :attr:`codes` (``-1``:
+    none). To follow grid edits, make a new index with :meth:`updated` (or
+    :meth:`build`) and swap the reference.
 
     On the full demo world (9,873 grids, 309,000 vertices) with the default cell:
     build ~1.3 s, ~140 MiB held (~350 MiB peak while building), :meth:`updated`
@@ -974,7 +989,7 @@ class GridIndex:
             new_boundary[fresh] = shapely.boundary(conv)
             new._metric, new._metric_boundary = new_metric, new_boundary
             if warm:  # STRtrees of ~10,000 grids take a few ms: keep the index warm
-                new._ensure_metric()
+                new.prepare_distances()
         return new
 
     def _splice(
@@ -1214,7 +1229,10 @@ class GridIndex:
 
     # --- metric helpers (lazy) ----------------------------------------------------
 
-    def _ensure_metric(self) -> None:
+    def prepare_distances(self) -> None:
+        """Make the EPSG:4546 copies and the trees that the distance and candidate
+        methods use now, instead of at their first call (~0.3 s on the full demo, which a
+        server would otherwise spend inside its first lookup). Idempotent, thread-safe."""
         if self._metric_tree is not None:
             return
         with self._lock:
@@ -1250,7 +1268,7 @@ class GridIndex:
         out = np.full(x.size, np.nan)
         ok = (gi >= 0) & np.isfinite(x) & np.isfinite(y)
         if ok.any():
-            self._ensure_metric()
+            self.prepare_distances()
             assert self._metric_boundary is not None
             rank = self._rank[gi[ok]]
             out[ok] = shapely.distance(
@@ -1275,7 +1293,7 @@ class GridIndex:
         dist = np.where(idx >= 0, 0.0, np.nan)
         todo = np.flatnonzero((idx < 0) & np.isfinite(x) & np.isfinite(y))
         if todo.size and self._n:
-            self._ensure_metric()
+            self.prepare_distances()
             assert self._metric_tree is not None
             pts = self._points_metric(x[todo], y[todo])
             (qi, ti), d = self._metric_tree.query_nearest(
@@ -1313,7 +1331,7 @@ class GridIndex:
         pairs_rank: list[IntArray] = []
         pairs_d: list[FloatArray] = []
         if finite.size and self._n:
-            self._ensure_metric()
+            self.prepare_distances()
             assert self._lonlat_tree is not None and self._metric_tree is not None
             assert self._metric is not None
             pts = shapely.points(x[finite], y[finite])
@@ -1349,6 +1367,50 @@ class GridIndex:
         return Candidates(
             index=idx, offsets=offsets, grid=self._order[rank].astype(np.int64), distance_m=d
         )
+
+    def place(self, lon: float, lat: float, accuracy_m: float = 0.0) -> PointPlace:
+        """One point's covering grid, candidates and distance to the boundary: exactly
+        what :meth:`locate_with_candidates` and :meth:`distance_to_boundary_m` answer
+        for it, in plain Python around single GEOS calls.
+
+        For single API lookups: numpy's per-call overhead would cost them ten times the
+        work. ``lon``/``lat`` are WGS 84 degrees; ``accuracy_m`` metres (>= 0).
+        """
+        if not (math.isfinite(accuracy_m) and accuracy_m >= 0):
+            raise ValueError("accuracy_m must be finite and >= 0")
+        if not (math.isfinite(lon) and math.isfinite(lat)) or not self._n:
+            return PointPlace(-1, (), math.nan)
+        # _locate_chunk's arithmetic on Python floats: the same IEEE operations
+        inv = 1.0 / self._cell
+        fx = min(max((lon - self._x0) * inv, 0.0), self._ncols - 1.0)
+        fy = min(max((lat - self._y0) * inv, 0.0), self._nrows - 1.0)
+        idx = int(self._state[int(fy) * self._ncols + int(fx)])
+        if idx <= -2:
+            idx = int(self._resolve(np.array([lon]), np.array([lat]), np.array([-2 - idx]))[0])
+        self.prepare_distances()
+        assert self._lonlat_tree is not None and self._metric_tree is not None
+        assert self._metric is not None and self._metric_boundary is not None
+        distance_by_rank = {
+            int(rank): 0.0
+            for rank in self._lonlat_tree.query(shapely.Point(lon, lat), predicate="intersects")
+        }
+        metric_point = shapely.Point(*to_metric(lon, lat))
+        if accuracy_m > 0:
+            near = self._metric_tree.query(metric_point, predicate="dwithin", distance=accuracy_m)
+            distances = shapely.distance(self._metric[near], metric_point)
+            for rank, d in zip(near.tolist(), distances.tolist(), strict=True):
+                distance_by_rank[rank] = min(d, distance_by_rank.get(rank, math.inf))
+        located_rank = int(self._rank[idx]) if idx >= 0 else -1
+        ordered = sorted(
+            distance_by_rank.items(), key=lambda rd: (rd[0] != located_rank, rd[1], rd[0])
+        )
+        candidates = tuple((int(self._order[rank]), d) for rank, d in ordered)
+        to_boundary = (
+            shapely.distance(self._metric_boundary[located_rank], metric_point)
+            if idx >= 0
+            else math.nan
+        )
+        return PointPlace(idx, candidates, float(to_boundary))
 
 
 def _flat_pair(lon: ArrayLike, lat: ArrayLike) -> tuple[FloatArray, FloatArray, tuple[int, ...]]:

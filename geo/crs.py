@@ -609,6 +609,25 @@ def _convert_scalar(lon: float, lat: float, src: str, dst: str) -> tuple[float, 
     return _gcj_to_bd_scalar(lon, lat) if dst == "bd09" else (lon, lat)
 
 
+def _convert_point(lon: float, lat: float, src: str | int, dst: str | int) -> tuple[float, float]:
+    """One point between any two kinds, by the same route as :func:`_convert_arrays`."""
+    if isinstance(src, str) and isinstance(dst, str):
+        return _convert_scalar(lon, lat, src, dst)
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        return math.nan, math.nan
+    if src == dst:
+        return lon, lat
+    if isinstance(src, int) and isinstance(dst, int):
+        x, y = _transformer(src, dst).transform(lon, lat)
+    elif isinstance(src, int):
+        x, y = _convert_scalar(*_transformer(src, 4326).transform(lon, lat), "wgs84", dst)
+    else:
+        x, y = _transformer(4326, dst).transform(*_convert_scalar(lon, lat, src, "wgs84"))
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return math.nan, math.nan
+    return float(x), float(y)
+
+
 @overload
 def convert(lon: float, lat: float, src: str, dst: str) -> tuple[float, float]: ...
 @overload
@@ -635,8 +654,8 @@ def convert(lon: Any, lat: Any, src: str, dst: str) -> tuple[Any, Any]:
     """
     s = _kind(src)
     d = _kind(dst)
-    if isinstance(s, str) and isinstance(d, str) and _is_real(lon) and _is_real(lat):
-        return _convert_scalar(float(lon), float(lat), s, d)
+    if _is_real(lon) and _is_real(lat):
+        return _convert_point(float(lon), float(lat), s, d)
     x = np.asarray(lon, dtype=np.float64)
     y = np.asarray(lat, dtype=np.float64)
     scalar = x.ndim == 0 and y.ndim == 0

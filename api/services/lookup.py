@@ -120,6 +120,7 @@ def load_snapshot(
     codes = frame["code"].astype(str).to_numpy()
     wkb = frame["wkb"].map(bytes).to_numpy()
     index = _reindex(previous, codes, wkb)
+    index.prepare_distances()  # here, off the event loop, not in the first lookup
     if not np.array_equal(index.codes, codes):
         # an incremental update appends added grids: align the attributes with the index
         order = pd.Index(codes).get_indexer(index.codes)
@@ -382,6 +383,8 @@ def resolve_points(
     if impossible.any():
         lon, lat = np.where(impossible, np.nan, lon), np.where(impossible, np.nan, lat)
     index = snapshot.index
+    if lon.size == 1 and np.ndim(accuracy_m) == 0:
+        return _resolve_one(index, float(lon[0]), float(lat[0]), float(accuracy_m), max_distance_m)
     candidates = index.locate_with_candidates(lon, lat, accuracy_m)
     located = candidates.index
     outside = located < 0
@@ -407,6 +410,28 @@ def resolve_points(
         candidates.offsets,
         candidates.grid,
         candidates.distance_m,
+    )
+
+
+def _resolve_one(
+    index: GridIndex, lon: float, lat: float, accuracy_m: float, max_distance_m: float
+) -> PointAnswers:
+    """`resolve_points` for one WGS 84 point, through the index's scalar path."""
+    place = index.place(lon, lat, accuracy_m)
+    grid, distance_m = place.index, 0.0
+    if grid < 0:
+        nearest, nearest_m = index.nearest([lon], [lat], max_distance_m)
+        grid, distance_m = int(nearest[0]), float(nearest_m[0])
+    return PointAnswers(
+        np.array([lon]),
+        np.array([lat]),
+        np.array([grid]),
+        np.array([place.index < 0]),
+        np.array([distance_m]),
+        np.array([place.distance_to_boundary_m]),
+        np.array([0, len(place.candidates)]),
+        np.array([g for g, _ in place.candidates], dtype=np.int64),
+        np.array([d for _, d in place.candidates], dtype=np.float64),
     )
 
 

@@ -486,6 +486,48 @@ def test_candidates_within_accuracy(county, county_index) -> None:
     assert cand.ambiguous.sum() > 100
 
 
+def place_agrees_with_the_arrays(index: GridIndex, x: float, y: float, acc: float) -> None:
+    cand = index.locate_with_candidates([x], [y], acc)
+    place = index.place(x, y, acc)
+    assert place.index == cand.index[0]
+    assert [g for g, _ in place.candidates] == cand.grid.tolist()
+    assert [d for _, d in place.candidates] == cand.distance_m.tolist()
+    to_boundary = index.distance_to_boundary_m([x], [y], cand.index)[0]
+    assert place.distance_to_boundary_m == to_boundary or (
+        np.isnan(place.distance_to_boundary_m) and np.isnan(to_boundary)
+    )
+
+
+def test_one_point_place_equals_the_vectorised_answers(county, county_index) -> None:
+    _codes, geoms = county
+    rng = np.random.default_rng(17)
+    x, y = uniform_points(geoms, 300, rng, margin=0.003)
+    ex, ey = edge_points(geoms, rng)
+    pick = rng.choice(ex.size, 300, replace=False)
+    x, y = np.r_[x, ex[pick]], np.r_[y, ey[pick]]
+    acc = rng.choice([0.0, 5.0, 50.0, 300.0], size=x.size)
+    for i in range(x.size):
+        place_agrees_with_the_arrays(county_index, float(x[i]), float(y[i]), float(acc[i]))
+    assert county_index.place(float("nan"), 28.0).index == -1
+    with pytest.raises(ValueError):
+        county_index.place(109.5, 28.0, -1.0)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lon=lon_strategy,
+    lat=lat_strategy,
+    acc=st.sampled_from([0.0, 0.5, 20.0, 400.0]),
+    snap=st.sampled_from([None, 0.0005, 1 / 256]),
+)
+def test_hypothesis_one_point_place(county_index, lon, lat, acc, snap) -> None:
+    if snap is not None:  # on raster cell borders and corners
+        lon, lat = round(lon / snap) * snap, round(lat / snap) * snap
+    place_agrees_with_the_arrays(county_index, lon, lat, acc)
+
+
 def test_candidates_on_a_shared_edge_with_zero_accuracy() -> None:
     codes, geoms = square_tiling()
     index = GridIndex.build(codes, geoms)

@@ -403,3 +403,12 @@ def test_large_mixed_batch_matches_single_points():
     x, y = crs.convert(lon, lat, "wgs84", "gcj02")
     np.testing.assert_array_equal(x[outside], lon[outside])
     assert (x[~outside] != lon[~outside]).all()
+
+
+@pytest.mark.parametrize("dst", ["EPSG:4546", "EPSG:3857"])
+def test_scalar_projection_of_impossible_points_is_nan(dst):
+    for lon, lat in [(math.inf, 28.0), (109.7, math.nan), (200.0, 95.0)]:
+        x, y = crs.convert(lon, lat, "wgs84", dst)
+        assert math.isnan(x) and math.isnan(y)
+        xs, ys = crs.convert(np.array([lon]), np.array([lat]), "wgs84", dst)
+        assert np.isnan(xs[0]) and np.isnan(ys[0])
