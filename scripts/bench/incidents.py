@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 import psycopg
 import shapely
-from harness import demo_database, open_loop, percentiles_ms, served, timed, wrk
+from harness import Call, demo_database, open_loop, percentiles_ms, served, timed, wrk
 from sqlalchemy import text
 
 from api.auth import create_api_key
@@ -91,10 +91,11 @@ def open_loop_intake(
     base: str, key: str, bodies: list[dict], clients: int, rate: float, seconds: float
 ) -> dict[str, float]:
     """`open_loop` of POST /v1/incidents cycling through `bodies`."""
+    encoded = [json.dumps(body, ensure_ascii=False).encode() for body in bodies]
     return open_loop(
         base,
         key,
-        lambda http, i: http.post("/v1/incidents", json=bodies[i % len(bodies)]),
+        lambda i: Call("POST", "/v1/incidents", encoded[i % len(encoded)]),
         clients,
         rate,
         seconds,
