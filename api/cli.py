@@ -14,7 +14,7 @@ import typer
 from sqlalchemy import Engine
 
 from api.cli_import import grids_app, import_app
-from api.errors import GridcoverError
+from api.errors import GridcoverError, Problem
 from api.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -389,7 +389,7 @@ def main() -> None:
     """Entry point: user-facing failures become one line on stderr and exit status 1."""
     try:
         app()
-    except GridcoverError as exc:
+    except (GridcoverError, Problem) as exc:  # services shared with the API raise problems
         typer.echo(f"gridcover: error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -210,7 +210,7 @@ def update_grid(
     "/{code}",
     status_code=204,
     summary="Retire a grid (its history stays)",
-    responses=problems(403, 404),
+    responses=problems(403, 404, 409),
 )
 def delete_grid(request: Request, admin: Admin, code: GridCode) -> Response:
     with request.app.state.engine.begin() as conn:

@@ -48,6 +48,11 @@ from api.services.validation import swap_hint, swapped_into_xiangxi
 from api.settings import DEFAULT_MAX_GEOMETRY_VERTICES
 from geo.crs import DEFAULT_MAX_SEGMENT_M, UnknownCoordSys, convert_geometry, parse_coord_sys
 
+# One CSV cell may hold a whole WKT outline (up to GRIDCOVER_MAX_GEOMETRY_VERTICES vertices,
+# megabytes of text), far over the csv module's default cell limit of 128 KiB, which refused
+# such files outright. The upload limit bounds the file, and so every cell, already.
+csv.field_size_limit(2**31 - 1)
+
 SUPPORTED_FORMATS = (
     "GeoJSON (.geojson, .json), GeoPackage (.gpkg), Shapefile (.shp, or a .zip holding one), "
     "CSV (.csv) with a WKT column or lon/lat columns, or (cameras) a GB/T 28181 Catalog "

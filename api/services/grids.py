@@ -19,6 +19,7 @@ from api.services.bulk import copy_frame, select_columns
 from api.services.coverage import refresh_grids
 from api.services.lookup import GRID_CHANGED_CHANNEL
 from api.services.validation import RowErrors, RowsRejected, as_multi
+from api.services.write_locks import wait_for_write_lock
 
 GRID_KINDS = ("综合网格", "专属网格")
 COLUMNS = [
@@ -117,7 +118,7 @@ GRID_WRITE_LOCK_KEY = 0x67_63_69_6D
 def begin_grid_write(conn: Connection) -> None:
     """Wait for other grid writers (the lock is held until the caller's transaction ends)
     and, should the transaction commit, wake every process's lookup index at once."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GRID_WRITE_LOCK_KEY})
+    wait_for_write_lock(conn, GRID_WRITE_LOCK_KEY, "grid")
     conn.execute(text(f"NOTIFY {GRID_CHANGED_CHANNEL}"))
 
 

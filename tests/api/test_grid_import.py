@@ -766,3 +766,19 @@ def test_a_file_without_a_code_column_is_refused_as_a_whole(db, villages):
         "code, grid_code"
     )
     assert {(e["row"], e["field"]) for e in caught.value.errors} == {(None, "code"), (None, "name")}
+
+
+def test_csv_reads_a_wkt_polygon_of_many_vertices(tmp_path):
+    """A village outline of 20,000 vertices is ~900 KB of WKT in one CSV cell: more than
+    Python's csv module accepts by default (128 KiB), which refused the whole file."""
+    angles = np.linspace(0, 2 * np.pi, 20_000, endpoint=False)
+    ring = np.c_[109.7 + 0.01 * np.cos(angles), 28.3 + 0.01 * np.sin(angles)]
+    polygon = Polygon(ring)
+    path = tmp_path / "big.csv"
+    path.write_text(
+        f'code,wkt\n433101001001001,"{shapely.to_wkt(polygon, rounding_precision=12)}"\n'
+    )
+    assert path.stat().st_size > 512 * 1024
+    vector = read_vector_file(path)
+    assert vector.errors == []
+    assert shapely.get_num_coordinates(vector.frame.geometry.iloc[0]) == 20_001

@@ -15,6 +15,7 @@ from api.auth import create_api_key
 from api.db import create_scratch_database, drop_scratch_database, make_engine
 from api.migrate import upgrade
 from api.services.admin_areas import write_admin_areas
+from api.services.grids import GRID_WRITE_LOCK_KEY
 from api.services.incidents import ensure_default_categories, write_incidents
 from api.settings import Settings
 from geo.crs import convert
@@ -324,3 +325,33 @@ def test_a_naive_at_is_china_standard_time(world):
     assert client.delete("/v1/grids/433101002001040", headers=headers["admin"]).status_code == 204
     local = client.get("/v1/grids/433101002001040", params={"at": just_before.isoformat()})
     assert local.status_code == 200  # read as 08:00 ahead of UTC, i.e. before the retirement
+
+
+def test_a_write_stuck_behind_a_long_grid_write_is_told_so(world):
+    """An edit that waits on the grid write lock past the statement timeout (an import
+    holding it) gets a 409 saying so, not "the database is unavailable"; nothing is kept."""
+    _, engine, headers = world
+    url = engine.url.render_as_string(hide_password=False)
+    settings = Settings(database_url=url, statement_timeout_ms=300)
+    impatient_engine = make_engine(url, settings)
+    count = "SELECT count(*) FROM grid"
+    try:
+        with (
+            engine.connect() as importer,
+            TestClient(create_app(settings, impatient_engine)) as impatient,
+        ):
+            grids_before = importer.execute(text(count)).scalar_one()
+            importer.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": GRID_WRITE_LOCK_KEY})
+            response = impatient.post(
+                "/v1/grids",
+                json=feature("433101002001099", box(109.700, 28.260, 109.701, 28.261)),
+                headers=headers["admin"],
+            )
+            importer.rollback()
+            assert importer.execute(text(count)).scalar_one() == grids_before
+    finally:
+        impatient_engine.dispose()
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "another grid write" in response.json()["detail"]
+    assert response.headers["retry-after"] == "10"
