@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import __version__
 from api.auth import KeyCache
-from api.db import make_engine, resolve_database_url
+from api.db import make_engine, reads_only, resolve_database_url
 from api.errors import GridcoverError, Problem
 from api.limits import BodyLimit
 from api.responses import ProblemResponse
@@ -172,7 +172,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owns_engine = engine is None
         app.state.engine = engine or make_engine(resolve_database_url(settings), settings)
-        app.state.key_cache = KeyCache(app.state.engine, settings.key_recheck_s)
+        app.state.reader = reads_only(app.state.engine)
+        app.state.key_cache = KeyCache(app.state.reader, settings.key_recheck_s)
         app.state.grid_locator = GridLocator(app.state.engine)
         app.state.address_book = AddressBook(app.state.engine)
         app.state.grid_locator.start()

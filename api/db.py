@@ -70,6 +70,16 @@ def make_engine(url: str, settings: Settings) -> Engine:
     return engine
 
 
+def reads_only(engine: Engine) -> Engine:
+    """`engine`'s pool with connections in autocommit: for requests that only read.
+
+    Each statement then runs on its own, as it would anyway under READ COMMITTED, but
+    without the BEGIN and ROLLBACK round trips around it: on a loaded machine each round
+    trip waits for the database process to be scheduled, so a one-query read is about
+    three times quicker. Never for writes (`engine.begin()` there)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 # How often a session looks, while a statement of its runs or waits for a lock, whether its
 # client is still there (PostgreSQL 14+). Without it the session of a killed process (an
 # import, say) lives on until that statement ends, holding its write locks meanwhile.

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
@@ -129,11 +128,11 @@ def visible(
     of the point from it (degrees clockwise from north) and the finest DORI level it
     reaches there (identify > recognize > observe > detect); offline cameras see nothing."""
     check_latitude(lon, lat)
-    lon_wgs, lat_wgs = convert(np.array([lon]), np.array([lat]), coord_sys, "wgs84")
+    lon_wgs, lat_wgs = convert(lon, lat, coord_sys, "wgs84")
     x, y = to_metric(lon_wgs, lat_wgs)
-    with request.app.state.engine.connect() as conn:
-        cameras = cameras_visible(conn, float(x[0]), float(y[0]))
-    return {"point": [round(float(lon_wgs[0]), 7), round(float(lat_wgs[0]), 7)], "cameras": cameras}
+    with request.app.state.reader.connect() as conn:
+        cameras = cameras_visible(conn, x, y)
+    return {"point": [round(lon_wgs, 7), round(lat_wgs, 7)], "cameras": cameras}
 
 
 @router.get(

@@ -74,7 +74,7 @@ Tiled = Annotated[Collection, Depends(tiled_dependency)]
     responses=success("application/json", "TileJSON 3.0.0", {"type": "object"}),
 )
 def tileset(request: Request, principal: Caller, collection: Tiled, level: LevelQuery = None):
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         extent = collection_extent(conn, request.app.state.features, collection)
     return cached_response(
         request,
@@ -106,7 +106,7 @@ def tile(
     level: LevelQuery = None,
 ) -> Response:
     check_tile(z, x, y)
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         found = request.app.state.tiles.tile(
             conn, collection, principal, z, x, y, level or "detect"
         )
