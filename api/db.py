@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 
 from api.embedded import EmbeddedCluster
 from api.errors import GridcoverError
@@ -102,17 +102,33 @@ def _discard_if_server_left(dbapi_connection: Any, record: Any, proxy: Any) -> N
     A server that stops, restarts or terminates a session writes its goodbye (a FATAL
     message) and closes the socket, so an idle connection with something to read has
     almost surely been closed. Looking costs one non-blocking poll, not a round trip;
-    what is there is read, and the connection kept if it is still sound (a notice)."""
-    pgconn = dbapi_connection.pgconn
+    what is there is read, and the connection kept if it is still sound (a notice).
+
+    A connection closed before its first use was opened a moment ago, by the pool
+    replacing a dead one: the server is going away, and the request gets the usual
+    "database unavailable" error instead of a second replacement (after which SQLAlchemy
+    gives up with an error that would read as a bug in the service)."""
+    reason = _why_closed(dbapi_connection.pgconn)
+    if reason is None:
+        record.info["served"] = True
+        return
+    if record.info.get("served"):
+        raise DisconnectionError(reason)
+    raise OperationalError(None, None, psycopg.OperationalError(reason))
+
+
+def _why_closed(pgconn: Any) -> str | None:
+    """Why the server closed this connection, or None while it is open."""
     try:
         if _readable(pgconn.socket):
             pgconn.consume_input()
             if _readable(pgconn.socket):  # the end of the stream stays readable
-                raise DisconnectionError("the server closed the connection")
+                return "the server closed the connection"
     except (OSError, psycopg.Error) as exc:
-        raise DisconnectionError(f"the server closed the connection: {exc}") from exc
+        return f"the server closed the connection: {exc}"
     if pgconn.status != psycopg.pq.ConnStatus.OK:
-        raise DisconnectionError("the server closed the connection")
+        return "the server closed the connection"
+    return None
 
 
 def _readable(fd: int) -> bool:

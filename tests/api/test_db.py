@@ -1,10 +1,16 @@
 """Schema and migrations on the real PostGIS."""
 
+import select
+import time
+
 import psycopg
 import pytest
-from sqlalchemy import create_engine, text
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, event, text
 
-from api.db import create_scratch_database, drop_scratch_database
+from api.app import create_app
+from api.auth import create_api_key
+from api.db import create_scratch_database, drop_scratch_database, libpq_url, make_engine
 from api.migrate import current_revision, head_revision, upgrade
 
 SQUARE_NEAR_JISHOU = (
@@ -131,3 +137,43 @@ def test_audit_log_is_append_only(engine, database_url):
         conn.execute("UPDATE audit_log SET actor = 'someone else'")
     with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.RaiseException):
         conn.execute("DELETE FROM audit_log")
+
+
+def test_a_replacement_connection_that_dies_too_is_a_503(database_url, settings):
+    """The server going away while the pool replaces a dead connection (the new one is
+    closed before its first use): a 503 problem asking to retry, not a 500."""
+    engine = make_engine(database_url, settings)
+    admin = psycopg.connect(libpq_url(database_url), autocommit=True)
+    with engine.begin() as conn:
+        key = create_api_key(conn, "admin", "pool test")[1]
+    audit = "/v1/audit?limit=1"
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def end_before_first_use(dbapi_connection, record, proxy) -> None:
+        if record.info.get("served"):
+            return
+        admin.execute("SELECT pg_terminate_backend(%s)", [dbapi_connection.info.backend_pid])
+        poller = select.poll()
+        poller.register(dbapi_connection.pgconn.socket, select.POLLIN)
+        assert poller.poll(2000), "the terminated session's socket never became readable"
+        time.sleep(0.1)  # its goodbye is there; the end of the stream follows it
+
+    try:
+        with TestClient(create_app(settings, engine)) as client:
+            assert client.get(audit, headers=headers).status_code == 200
+            assert engine.pool.checkedin() >= 1
+            # the server ends the pooled sessions, then every new one at once
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'gridcover'"
+            )
+            time.sleep(0.5)
+            # runs before the pool's own check of each connection it hands out
+            event.listen(engine, "checkout", end_before_first_use, insert=True)
+            response = client.get(audit, headers=headers)
+    finally:
+        admin.close()
+        engine.dispose()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "5"
