@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, Role, current_principal
 from api.cql2 import CHINA_STANDARD_TIME, parse_timestamp
@@ -633,7 +634,7 @@ class OGCFeaturesFactory:
             collection: CollectionDep,
             query: Annotated[ItemsQuery, Depends(items_query)],
         ) -> Response:
-            with request.app.state.engine.connect() as conn:
+            with request.app.state.reader.connect() as conn:
                 page = store.items(conn, collection, principal, query)
             base = f"{_base(request)}/collections/{collection.id}"
             links = [
@@ -672,7 +673,7 @@ class OGCFeaturesFactory:
             response_class=Response,
             responses=success(GEOJSON, "a Feature", FEATURE_SCHEMA) | problems(400, 403, 404),
         )
-        def item(
+        async def item(
             request: Request,
             principal: Caller,
             collection: CollectionDep,
@@ -688,18 +689,22 @@ class OGCFeaturesFactory:
                 if moment[0] != moment[1]:
                     raise _bad("datetime", "a single feature is read at one instant")
                 at = moment[0]
-            with request.app.state.engine.connect() as conn:
-                feature = store.item(conn, collection, principal, feature_id, crs, at)
+            # async, so a feature served from the cache costs no hop to a worker thread
+            feature = store.cached_item(collection, principal, feature_id, crs, at)
+            if feature is None:
+                feature = await run_in_threadpool(
+                    store.item, request.app.state.engine, collection, principal, feature_id, crs, at
+                )
             if feature is None:
                 raise Problem(404, f"no feature {feature_id!r} in collection {collection.id}")
             base = f"{_base(request)}/collections/{collection.id}"
-            feature["links"] = [
+            links = [
                 _link(str(request.url), "self", GEOJSON, "This feature"),
                 _link(base, "collection", JSON, "The collection"),
             ]
             return cached_response(
                 request,
-                feature,
+                {**feature, "links": links},  # the store's feature is shared: not changed
                 principal,
                 media_type=GEOJSON,
                 collection=collection,

@@ -7,16 +7,21 @@ values from the request are bound parameters, names are only ever looked up in t
 
 numberMatched is exact. A page that is not full tells it without counting; otherwise the
 count is cached per (collection, filter, bbox, datetime) and reused while nothing it reads
-may have changed. "May have changed" is decided by a change marker read from PostgreSQL in
-the request's transaction before the count: per table, its relfilenode (TRUNCATE) and the
-cumulative inserted/updated/deleted tuple counters of the statistics system, plus a
-process-local generation that `invalidate_counts(table)` bumps (write paths in this process
-call it after commit, so their own writes are seen at once). The statistics counters of
-another process' write become visible when its backend flushes them, normally within a
-second (PostgreSQL 15 flushes at most once a second, later only under lock contention), so a
-count cached from before such a write can be served until then; entries also expire after
-`COUNT_TTL_S` whatever the markers say (the hard bound, and the bound for counts that depend
-on the clock, e.g. `overdue`, which are never cached at all).
+may have changed. "May have changed" is decided by a change marker read from PostgreSQL
+before the count: per table, its relfilenode (TRUNCATE) and the cumulative
+inserted/updated/deleted tuple counters of the statistics system, plus a process-local
+generation that `invalidate_counts(table)` bumps (write paths in this process call it after
+commit, so their own writes are seen at once). The statistics counters of another process'
+write become visible when its backend flushes them, normally within a second (PostgreSQL 15
+flushes at most once a second, later only under lock contention), so a count cached from
+before such a write can be served until then; entries also expire after `COUNT_TTL_S`
+whatever the markers say (the hard bound, and the bound for counts that depend on the clock,
+e.g. `overdue`, which are never cached at all).
+
+Single features are cached the same way (`ITEM_TTL_S`, `ITEM_CACHE_BYTES`), so a feature read
+again costs no query at all: the marker read for counts and features is reused for
+`MARKER_LEASE_S` (unless this process' generation moved), which adds that much to how late
+another process' write can show.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,12 +42,14 @@ from sqlalchemy import (
     Boolean,
     Connection,
     DateTime,
+    Engine,
     Float,
     Integer,
     LargeBinary,
     Numeric,
     String,
     and_,
+    bindparam,
     cast,
     column,
     func,
@@ -57,6 +64,7 @@ from sqlalchemy.sql.selectable import FromClause
 
 from api.auth import Principal
 from api.cql2 import CQL2Error, Queryable, compile_filter, parse, parse_timestamp
+from api.db import reads_only
 from api.errors import Problem
 from api.services.incidents import FINISHED_STATES
 from geo.camera import DORI_LEVELS
@@ -521,6 +529,9 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 COUNT_TTL_S = 30.0
 EXTENT_TTL_S = 300.0
+ITEM_TTL_S = 300.0
+ITEM_CACHE_BYTES = 32 * 1024 * 1024
+MARKER_LEASE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -569,6 +580,14 @@ class Page:
     number_returned: int
 
 
+@dataclass(frozen=True)
+class ItemStatement:
+    """A single-feature SELECT as SQL text for the driver, and the values it always binds."""
+
+    sql: str
+    constants: dict[str, Any]
+
+
 def _field_problem(field_name: str, detail: str, **extra: Any) -> Problem:
     return Problem(
         400, detail, errors=[{"field": field_name, "in": "query", "reason": detail}], **extra
@@ -605,7 +624,16 @@ def _bbox_condition(collection: Collection, query: ItemsQuery) -> ColumnElement[
     )
 
 
-def _time_conditions(collection: Collection, query: ItemsQuery) -> list[ColumnElement[bool]]:
+def _literal_moment(value: datetime) -> ColumnElement[Any]:
+    return literal(value, TZ)
+
+
+def _time_conditions(
+    collection: Collection,
+    query: ItemsQuery,
+    moment_sql: Callable[[datetime], ColumnElement[Any]] = _literal_moment,
+) -> list[ColumnElement[bool]]:
+    """The conditions of `query`'s datetime (or at); `moment_sql` makes a moment SQL."""
     moment = query.moment(collection)
     if moment is None:
         return list(collection.current)
@@ -613,9 +641,9 @@ def _time_conditions(collection: Collection, query: ItemsQuery) -> list[ColumnEl
     if collection.instant is not None:
         conditions = []
         if start is not None:
-            conditions.append(collection.instant >= literal(start, TZ))
+            conditions.append(collection.instant >= moment_sql(start))
         if end is not None:
-            conditions.append(collection.instant <= literal(end, TZ))
+            conditions.append(collection.instant <= moment_sql(end))
         return conditions
     if collection.validity is not None:
         if start is None or start != end:
@@ -623,7 +651,7 @@ def _time_conditions(collection: Collection, query: ItemsQuery) -> list[ColumnEl
                 "datetime", f"{collection.id} take one instant (the moment to read them at)"
             )
         valid_from, valid_to = collection.validity
-        at = literal(start, TZ)
+        at = moment_sql(start)
         return [valid_from <= at, or_(valid_to.is_(None), valid_to > at)]
     raise _field_problem(
         "datetime",
@@ -777,6 +805,10 @@ class FeatureStore:
     def __init__(self, count_ttl_s: float = COUNT_TTL_S, max_entries: int = 4096):
         self.counts = ChangeAwareCache(count_ttl_s, max_entries)
         self.extents = ChangeAwareCache(EXTENT_TTL_S, 256)
+        # One per (collection, CRS, visible properties, timed): a few dozen at most.
+        self.item_statements: dict[tuple[Any, ...], ItemStatement] = {}
+        self.features = FeatureCache(ITEM_TTL_S, ITEM_CACHE_BYTES)
+        self.markers = MarkerLease(MARKER_LEASE_S)
 
     def items(
         self, conn: Connection, collection: Collection, principal: Principal, query: ItemsQuery
@@ -807,41 +839,117 @@ class FeatureStore:
         key: tuple[Any, ...] | None,
     ) -> int:
         """COUNT(*) under `conditions`, reused while `key`'s entry is valid (None: always)."""
-        marker = change_marker(conn, collection.tables) if key is not None else None
-        if key is not None and marker is not None:
+        marker = None
+        if key is not None:
+            marker = self.markers.get(collection.tables) or self.markers.read(
+                conn, collection.tables
+            )
             cached = self.counts.get(key, marker)
             if cached is not None:
                 return cached
         statement = select(func.count()).select_from(collection.source).where(*conditions)
         value = conn.execute(statement).scalar_one()
-        if key is not None and marker is not None:
+        if marker is not None:
             self.counts.put(key, marker, value)
         return value
 
-    def item(
+    def cached_item(
         self,
-        conn: Connection,
         collection: Collection,
         principal: Principal,
         fid: str,
         crs: CRS,
         at: datetime | None = None,
     ) -> dict[str, Any] | None:
-        key_conditions = _key_conditions(collection, fid)
-        if key_conditions is None:
+        """Feature `fid` if this process holds it and its marker lease says it is still so,
+        without touching the database; None: ask `item`. Do not change what it returns."""
+        key = _item_key(collection, collection.visible(principal), fid, crs, at)
+        marker = self.markers.get(collection.tables) if key is not None else None
+        return self.features.get(key, marker) if marker is not None else None
+
+    def item(
+        self,
+        engine: Engine,
+        collection: Collection,
+        principal: Principal,
+        fid: str,
+        crs: CRS,
+        at: datetime | None = None,
+    ) -> dict[str, Any] | None:
+        """Feature `fid` as the caller may see it (None: no such feature), current or at `at`;
+        from the cache when it holds. Do not change what it returns: others get it too."""
+        key_values = _key_values(collection, fid)
+        if key_values is None:
             return None
-        query = ItemsQuery(crs=crs, datetime=(at, at) if at else None)
-        conditions = [*collection.where, *_time_conditions(collection, query), *key_conditions]
-        props = list(collection.visible(principal))
+        props = collection.visible(principal)
+        key = _item_key(collection, props, fid, crs, at)
+        marker = self.markers.get(collection.tables) if key is not None else None
+        if marker is not None:
+            cached = self.features.get(key, marker)
+            if cached is not None:
+                return cached
+        with reads_only(engine).connect() as conn:
+            if key is not None and marker is None:
+                marker = self.markers.read(conn, collection.tables)
+                cached = self.features.get(key, marker)
+                if cached is not None:
+                    return cached
+            statement = self._item_statement(conn, collection, crs, props, at)
+            values = {f"fid{i}": part for i, part in enumerate(key_values)}
+            if at is not None:
+                values["at"] = at
+            rows = conn.exec_driver_sql(statement.sql, statement.constants | values).all()
+        features = _features(collection, rows, [p.name for p in props])
+        if not features:
+            return None
+        if marker is not None:  # read before the feature, so a later write moves it
+            self.features.put(key, marker, features[0])
+        return features[0]
+
+    def _item_statement(
+        self,
+        conn: Connection,
+        collection: Collection,
+        crs: CRS,
+        props: tuple[Property, ...],
+        at: datetime | None,
+    ) -> ItemStatement:
+        """The SQL of one feature of this shape (at a moment or current), compiled once.
+
+        A single feature is one indexed row, so building, cache-keying and compiling the
+        SQLAlchemy statement on every request cost three times what the database did. The
+        id parts (`fid0`, `fid1`) and the moment (`at`) are bound per request.
+        """
+        shape = (collection.id, crs.uri, tuple(p.name for p in props), at is not None)
+        found = self.item_statements.get(shape)
+        if found is not None:
+            return found
+        query = ItemsQuery(crs=crs, datetime=None if at is None else (at, at))
+        conditions = [
+            *collection.where,
+            *_time_conditions(collection, query, lambda _: _per_request("at", TZ)),
+            *(
+                key == _per_request(f"fid{i}", BigInteger() if kind == "integer" else String())
+                for i, (key, kind) in enumerate(
+                    zip(collection.keys, collection.key_types, strict=True)
+                )
+            ),
+        ]
         statement = (
-            select(*_columns(collection, crs, props))
+            select(*_columns(collection, crs, list(props)))
             .select_from(collection.source)
             .where(*conditions)
             .limit(1)
         )
-        rows = conn.execute(statement).all()
-        features = _features(collection, rows, [p.name for p in props])
-        return features[0] if features else None
+        # render_postcompile: IN lists (overdue's finished states) become plain parameters
+        compiled = statement.compile(
+            dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        per_request = {"at", *(f"fid{i}" for i in range(len(collection.keys)))}
+        constants = {k: v for k, v in compiled.params.items() if k not in per_request}
+        found = ItemStatement(compiled.string, constants)
+        self.item_statements[shape] = found
+        return found
 
     def extents_of(self, conn: Connection, collections: list[Collection]) -> list[dict[str, Any]]:
         """The extent of each collection; one change-marker query for all of them."""
@@ -895,25 +1003,44 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def _key_conditions(collection: Collection, fid: str) -> list[ColumnElement[bool]] | None:
-    """Conditions selecting feature `fid`, or None when it cannot be an id of the collection."""
+def _per_request(name: str, type_: Any) -> ColumnElement[Any]:
+    """A parameter of a statement compiled ahead, whose value each execution gives."""
+    return bindparam(name, None, type_=type_, required=False)
+
+
+def _item_key(
+    collection: Collection,
+    props: tuple[Property, ...],
+    fid: str,
+    crs: CRS,
+    at: datetime | None,
+) -> tuple[Any, ...] | None:
+    """What a cached single feature is filed under; None: not to be cached, as a property
+    that depends on the clock (incidents' overdue) is read anew each time."""
+    if any(p.volatile for p in props):
+        return None
+    return (collection.id, fid, crs.uri, tuple(p.name for p in props), at)
+
+
+def _key_values(collection: Collection, fid: str) -> list[int | str] | None:
+    """The parts of feature id `fid`, or None when it cannot be an id of the collection."""
     count = len(collection.keys)
     if "\x00" in fid:
         return None
     parts = fid.split("-", count - 1) if count > 1 else [fid]
     if len(parts) != count:
         return None
-    conditions = []
-    for key, kind, part in zip(collection.keys, collection.key_types, parts, strict=True):
+    values: list[int | str] = []
+    for kind, part in zip(collection.key_types, parts, strict=True):
         if kind == "integer":
             if not part.isdigit() or len(part) > 18:
                 return None
-            conditions.append(key == literal(int(part), BigInteger()))
+            values.append(int(part))
         else:
             if not part or len(part) > 200:
                 return None
-            conditions.append(key == literal(part, String()))
-    return conditions
+            values.append(part)
+    return values
 
 
 # --- change markers and the cache -----------------------------------------------------------
@@ -995,6 +1122,56 @@ class ChangeAwareCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+
+class FeatureCache(ChangeAwareCache):
+    """`ChangeAwareCache` of single features, bounded by their size in JSON as well."""
+
+    def __init__(self, ttl_s: float, max_bytes: int):
+        super().__init__(ttl_s, max_entries=1 << 30)
+        self._lock = threading.RLock()  # put() below holds it around the base class's put()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._sizes: dict[Any, int] = {}
+
+    def put(self, key: Any, marker: tuple[Any, ...], value: dict[str, Any]) -> None:
+        size = len(orjson.dumps(value, default=str))
+        if size > self.max_bytes // 8:
+            return  # a whole county outline would push out thousands of grids
+        with self._lock:
+            self.bytes += size - self._sizes.get(key, 0)
+            self._sizes[key] = size
+            super().put(key, marker, value)
+            while self.bytes > self.max_bytes and self._entries:
+                evicted, _ = self._entries.popitem(last=False)
+                self.bytes -= self._sizes.pop(evicted)
+
+
+class MarkerLease:
+    """Change markers reused for up to `lease_s` after they were read, so a cache hit needs no
+    query: writes through this process still show at once (their generation moves the
+    marker), writes by anyone else `lease_s` later than through a marker read per request."""
+
+    def __init__(self, lease_s: float):
+        self.lease_s = lease_s
+        self._read: dict[tuple[str, ...], tuple[float, tuple[Any, ...]]] = {}
+
+    def get(self, tables: tuple[str, ...]) -> tuple[Any, ...] | None:
+        """The marker of `tables` if it was read within the lease and no write hook has fired
+        since; None: `read` it."""
+        found = self._read.get(tables)
+        if found is None or time.monotonic() - found[0] > self.lease_s:
+            return None
+        with _generations_lock:
+            generations = tuple(_generations.get(name, 0) for name in sorted(set(tables)))
+        marker = found[1]
+        return marker if generations == tuple(part[0] for part in marker) else None
+
+    def read(self, conn: Connection, tables: tuple[str, ...]) -> tuple[Any, ...]:
+        started = time.monotonic()
+        marker = change_marker(conn, tables)
+        self._read[tables] = (started, marker)
+        return marker
 
 
 # --- descriptions ----------------------------------------------------------------------------

@@ -9,8 +9,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import geopandas as gpd
 import pytest
 import shapely
 from fastapi.testclient import TestClient
@@ -19,7 +21,9 @@ from sqlalchemy import Engine, text
 
 from api.app import create_app
 from api.auth import ASSIGNABLE_ROLES, create_api_key
-from api.db import make_engine
+from api.db import create_scratch_database, drop_scratch_database, make_engine
+from api.migrate import upgrade
+from api.services.admin_areas import write_admin_areas
 from api.services.features import COLLECTIONS, MAX_LIMIT, invalidate_counts
 from api.settings import Settings
 
@@ -649,6 +653,32 @@ def test_a_feature_by_id_and_404_problems(world):
         assert missing.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.parametrize("cid", list(COLLECTIONS))
+def test_a_feature_reads_as_it_does_in_the_items(world, cid):
+    """The single-feature query is its own: it must serve what the items serve, in other
+    CRSs and to other roles too, when read and when served again from the cache."""
+    for role, crs in (("admin", None), ("admin", "EPSG:4546"), ("planner", "EPSG:3857")):
+        params = {"crs": crs} if crs else {}
+        response = world.client.get(
+            f"/collections/{cid}/items", params={"limit": 3, **params}, headers=world.headers[role]
+        )
+        if response.status_code == 403:
+            continue
+        assert response.status_code == 200, response.text
+        for listed in response.json()["features"]:
+            for _ in range(2):  # read, then served from the cache
+                single = world.client.get(
+                    f"/collections/{cid}/items/{listed['id']}",
+                    params=params,
+                    headers=world.headers[role],
+                )
+                assert single.status_code == 200, (cid, single.text)
+                feature = single.json()
+                assert feature["geometry"] == listed["geometry"], (cid, role, crs)
+                assert feature["properties"] == listed["properties"], (cid, role, crs)
+                assert feature["id"] == listed["id"]
+
+
 def test_composite_ids_of_fovs_coverage_and_gaps(world):
     admin = world.headers["admin"]
     for cid in ("camera_fov", "coverage", "gaps"):
@@ -725,6 +755,93 @@ def test_etag_and_if_none_match_answer_304(world):
         f"/collections/grids/items/{code}", headers={"If-None-Match": item.headers["etag"]}
     )
     assert again.status_code == 304
+
+
+@pytest.fixture
+def editable(server_url: str) -> Iterator[World]:
+    """An app on a database of its own holding one village and an admin and a viewer key,
+    for tests that write grids through the API."""
+    url = create_scratch_database(server_url, prefix="gridcover_ogc_edits")
+    upgrade(url)
+    settings = Settings(database_url=url)
+    engine = make_engine(url, settings)
+    village = shapely.box(109.70, 28.26, 109.72, 28.28)
+    with engine.begin() as conn:
+        write_admin_areas(
+            conn,
+            gpd.GeoDataFrame(
+                {
+                    "code": ["433101", "433101002", "433101002001"],
+                    "level": ["county", "township", "village"],
+                    "name": ["吉首市", "峒河街道", "峒河社区"],
+                    "parent_code": [None, "433101", "433101002"],
+                },
+                geometry=[village] * 3,
+                crs=4326,
+            ),
+        )
+        keys = {
+            role: create_api_key(conn, role, f"edits {role}")[1] for role in ("admin", "viewer")
+        }
+    headers = {"anonymous": {}} | {r: {"Authorization": f"Bearer {k}"} for r, k in keys.items()}
+    try:
+        with TestClient(create_app(settings, engine)) as client:
+            yield World(client, engine, headers)
+    finally:
+        engine.dispose()
+        drop_scratch_database(server_url, url)
+
+
+def test_a_cached_feature_follows_edits_at_once(editable):
+    """Single features are served from a per-process cache; an edit through the API shows
+    in the next read, a write behind the service's back within seconds, and each role still
+    sees only its own fields."""
+    client, headers = editable.client, editable.headers
+    code = "433101002001001"
+    url = f"/collections/grids/items/{code}"
+    body = {
+        "type": "Feature",
+        "geometry": shapely.geometry.mapping(shapely.box(109.70, 28.26, 109.71, 28.28)),
+        "properties": {"code": code, "name": "网格001", "households": 400, "worker_name": "张三"},
+    }
+    assert client.post("/v1/grids", json=body, headers=headers["admin"]).status_code == 201
+    created = datetime.now(UTC)
+    cache = client.app.state.features.features
+    first = client.get(url)
+    assert first.json()["properties"]["households"] == 400
+    hits = cache.hits
+    assert client.get(url).json() == first.json()
+    assert cache.hits == hits + 1  # the second read came from the cache
+    assert "worker_name" not in first.json()["properties"]
+    viewer = client.get(url, headers=headers["viewer"]).json()
+    assert viewer["properties"]["worker_name"] == "张三"  # not the anonymous copy
+
+    edited = client.patch(
+        f"/v1/grids/{code}", json={"properties": {"households": 450}}, headers=headers["admin"]
+    )
+    assert edited.status_code == 200, edited.text
+    after = client.get(url)
+    assert after.json()["properties"]["households"] == 450
+    assert after.headers["etag"] != first.headers["etag"]
+    assert client.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 200
+    then = client.get(url, params={"at": created.isoformat()})
+    assert then.json()["properties"]["households"] == 400  # the version valid then
+
+    # A write that calls no hook (another process, psql): the statistics marker shows it.
+    with editable.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE grid SET households = 460 WHERE code = :code AND valid_to IS NULL"),
+            {"code": code},
+        )
+    deadline = time.monotonic() + 15
+    while client.get(url).json()["properties"]["households"] != 460:
+        assert time.monotonic() < deadline, "the cached feature stayed stale"
+        time.sleep(0.2)
+
+    assert client.delete(f"/v1/grids/{code}", headers=headers["admin"]).status_code == 204
+    gone = client.get(url)
+    assert gone.status_code == 404
+    assert gone.headers["content-type"] == "application/problem+json"
 
 
 def test_cache_control_is_private_for_keys_and_gated_collections(world):
