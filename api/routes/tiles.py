@@ -106,10 +106,9 @@ def tile(
     level: LevelQuery = None,
 ) -> Response:
     check_tile(z, x, y)
-    with request.app.state.reader.connect() as conn:
-        found = request.app.state.tiles.tile(
-            conn, collection, principal, z, x, y, level or "detect"
-        )
+    found = request.app.state.tiles.tile(
+        request.app.state.reader, collection, principal, z, x, y, level or "detect"
+    )
     headers = {
         "ETag": found.etag,
         "Cache-Control": _cache_control(principal, collection),

@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Engine,
     Float,
     Integer,
     String,
@@ -60,8 +61,10 @@ from api.errors import Problem
 from api.services.features import (
     COLLECTIONS,
     DORI_LEVELS,
+    MARKER_LEASE_S,
     ChangeAwareCache,
     Collection,
+    MarkerLease,
     Property,
     change_marker,
     rounded,
@@ -412,10 +415,11 @@ class TileStore:
 
     def __init__(self, ttl_s: float = TILE_TTL_S, max_bytes: int = TILE_CACHE_BYTES):
         self.cache = TileCache(ttl_s, max_bytes)
+        self.markers = MarkerLease(MARKER_LEASE_S)
 
     def tile(
         self,
-        conn: Connection,
+        engine: Engine,
         collection: Collection,
         principal: Principal,
         z: int,
@@ -423,7 +427,8 @@ class TileStore:
         y: int,
         level: str = DORI_LEVELS[0],
     ) -> Tile:
-        """Tile z/x/y (already checked) of the collection as the caller may see it."""
+        """Tile z/x/y (already checked) of the collection as the caller may see it; a tile
+        cached while the marker lease holds costs no query. `engine` reads (autocommit)."""
         if z < TILED[collection.id].minzoom:
             return EMPTY
         if not has_levels(collection):
@@ -441,11 +446,17 @@ class TileStore:
         )
         if any(p.volatile for p in props):
             key += (int(time.time() // 60),)
-        with _missing_table_is_404(collection):
-            marker = change_marker(conn, tile_tables(collection, principal))
-            cached = self.cache.get(key, marker)
-            if cached is not None:
-                return cached
+        tables = tile_tables(collection, principal)
+        marker = self.markers.get(tables)
+        cached = self.cache.get(key, marker) if marker is not None else None
+        if cached is not None:
+            return cached
+        with _missing_table_is_404(collection), engine.connect() as conn:
+            if marker is None:
+                marker = self.markers.read(conn, tables)
+                cached = self.cache.get(key, marker)
+                if cached is not None:
+                    return cached
             data = tile_query(collection, principal, z).run(conn, z, x, y, level)
         tile = Tile(bytes(data), etag_of(bytes(data))) if data else EMPTY
         if len(tile.data) <= min(TILE_CACHE_MAX_BYTES_PER_TILE, self.cache.max_bytes):
