@@ -129,18 +129,29 @@ def http_bench(
         result = {"steady": open_loop_latency(base, dispatcher, paths, 20, 10.0, seconds)}
         if shutil.which("wrk"):
             result["saturated"] = wrk_latency(base, dispatcher, paths, seconds)
-        # An edit through the API, then poll the answer until it shows.
+        # Edits through the API, each polled until 10 answers in a row show it (with
+        # several server processes the requests reach all of them).
         code = first["grid"]["code"]
         params = {"lon": lon[0], "lat": lat[0]}
-        start = time.perf_counter()
-        client.patch(
-            f"/v1/grids/{code}",
-            json={"properties": {"worker_name": "新网格员"}},
-            headers={"Authorization": f"Bearer {admin}"},
-        ).raise_for_status()
-        while client.get("/v1/lookup", params=params).json()["grid"]["worker_name"] != "新网格员":
-            time.sleep(0.01)
-        result["edit_visible_s"] = time.perf_counter() - start
+        patch_s, visible_s = [], []
+        for name in ("新网格员", "王网格员", "李网格员"):
+            start = time.perf_counter()
+            client.patch(
+                f"/v1/grids/{code}",
+                json={"properties": {"worker_name": name}},
+                headers={"Authorization": f"Bearer {admin}"},
+            ).raise_for_status()
+            answered = time.perf_counter()
+            shown = 0
+            while shown < 10:
+                found = client.get("/v1/lookup", params=params).json()["grid"]["worker_name"]
+                shown = shown + 1 if found == name else 0
+                if not shown:
+                    time.sleep(0.005)
+            patch_s.append(answered - start)
+            visible_s.append(time.perf_counter() - answered)
+        result["edit_patch_s"] = max(patch_s)
+        result["edit_visible_s"] = max(visible_s)
         return result
 
 
@@ -209,7 +220,11 @@ def main() -> None:
         f"{'PostGIS one-point query, 1 client':<44}{single_pg['p50']:>10.2f}"
         f"{single_pg['p99']:>10.2f}"
     )
-    print(f"grid edit -> visible in lookups: {http['edit_visible_s']:.2f} s")
+    print(
+        f"grid edit (worker name) -> visible in every server process's lookups, worst of 3: "
+        f"{http['edit_visible_s']:.2f} s after the PATCH answered "
+        f"(the PATCH itself: {http['edit_patch_s']:.2f} s)"
+    )
 
 
 if __name__ == "__main__":
