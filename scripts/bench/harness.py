@@ -122,7 +122,28 @@ class Call:
     body: bytes | None = None
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+def host_port(base: str) -> tuple[str, int]:
+    host, port = re.match(r"https?://([^:/]+):(\d+)", base).groups()
+    return host, int(port)
+
+
+def encode_request(host: str, key: str, request: Call) -> bytes:
+    """`request` as HTTP/1.1 bytes (keep-alive) with the key as a bearer token."""
+    head = (
+        f"{request.method} {request.path} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {key}\r\n"
+    ).encode()
+    if request.body is None:
+        return head + b"\r\n"
+    return (
+        head
+        + b"Content-Type: application/json\r\n"
+        + f"Content-Length: {len(request.body)}\r\n\r\n".encode()
+        + request.body
+    )
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """Status and body of one HTTP/1.1 response (Content-Length or chunked)."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
@@ -158,31 +179,19 @@ def open_loop(
     answers on raw sockets (uvloop), costing the shared CPU far less than an HTTP client
     library would.
     """
-    host, port = re.match(r"https?://([^:/]+):(\d+)", base).groups()
-    auth = f"Authorization: Bearer {key}\r\n".encode()
-
-    def encode(request: Call) -> bytes:
-        head = f"{request.method} {request.path} HTTP/1.1\r\nHost: {host}\r\n".encode() + auth
-        if request.body is None:
-            return head + b"\r\n"
-        return (
-            head
-            + b"Content-Type: application/json\r\n"
-            + f"Content-Length: {len(request.body)}\r\n\r\n".encode()
-            + request.body
-        )
+    host, port = host_port(base)
 
     async def client(number: int, start: float, out: list[float]) -> None:
-        reader, writer = await asyncio.open_connection(host, int(port))
+        reader, writer = await asyncio.open_connection(host, port)
         free_at = start
         for k in range(int(seconds * rate_per_client)):
             request = call(number * 7919 + k)
-            message = encode(request)
+            message = encode_request(host, key, request)
             due = start + (k + number / clients) / rate_per_client
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             sent = time.perf_counter()
             writer.write(message)
-            status, body = await _read_response(reader)
+            status, body = await read_response(reader)
             if not 200 <= status < 300:
                 raise SystemExit(
                     f"{request.method} {request.path} failed: {status} {body[:500].decode()}"

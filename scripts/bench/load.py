@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import random
@@ -43,11 +44,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 import shapely
 import uvloop
-from harness import demo_database, percentiles_ms, serving
+from harness import (
+    Call,
+    demo_database,
+    encode_request,
+    host_port,
+    percentiles_ms,
+    read_response,
+    serving,
+)
 from sqlalchemy import Engine, text
 
 from api.auth import create_api_key
@@ -72,12 +80,12 @@ RSS_SAMPLE_EVERY_S = 0.5
 # -- what the clients send ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Workload:
-    """Prepared requests per kind, each `(method, path, json body or None)`."""
+    """Prepared requests per kind."""
 
-    requests: dict[str, list[tuple[str, str, dict | None]]]
+    requests: dict[str, list[Call]]
     schedule: list[str]  # the order of kinds a client cycles through
 
-    def request(self, kind: str, number: int) -> tuple[str, str, dict | None]:
+    def request(self, kind: str, number: int) -> Call:
         prepared = self.requests[kind]
         return prepared[number % len(prepared)]
 
@@ -129,28 +137,31 @@ def build_workload(engine: Engine, seed: int) -> Workload:
     )
     half_sides = rng.uniform(*BBOX_HALF_SIDE_DEG, REQUESTS_PER_KIND)
     zooms = rng.integers(TILE_ZOOMS.start, TILE_ZOOMS.stop, REQUESTS_PER_KIND)
-    requests: dict[str, list[tuple[str, str, dict | None]]] = {
-        "lookup": [("GET", f"/v1/lookup?lon={x:.7f}&lat={y:.7f}", None) for x, y in lookup],
+    requests: dict[str, list[Call]] = {
+        "lookup": [Call("GET", f"/v1/lookup?lon={x:.7f}&lat={y:.7f}") for x, y in lookup],
         "items": [
-            ("GET", items_path(x - h, y - h, x + h, y + h), None)
+            Call("GET", items_path(x - h, y - h, x + h, y + h))
             for (x, y), h in zip(items, half_sides, strict=True)
         ],
         "tiles": [
-            ("GET", tile_path(int(z), *web_mercator_tile(x, y, int(z))), None)
+            Call("GET", tile_path(int(z), *web_mercator_tile(x, y, int(z))))
             for (x, y), z in zip(tiles, zooms, strict=True)
         ],
         "incidents": [
-            (
+            Call(
                 "POST",
                 "/v1/incidents",
-                {
-                    "category": categories[rng.integers(len(categories))],
-                    "lon": round(float(x), 7),
-                    "lat": round(float(y), 7),
-                    "accuracy_m": 10,
-                    "channel": INTAKE_CHANNELS[rng.integers(len(INTAKE_CHANNELS))],
-                    "description": "负载测试：随机位置的事件上报",
-                },
+                json.dumps(
+                    {
+                        "category": categories[rng.integers(len(categories))],
+                        "lon": round(float(x), 7),
+                        "lat": round(float(y), 7),
+                        "accuracy_m": 10,
+                        "channel": INTAKE_CHANNELS[rng.integers(len(INTAKE_CHANNELS))],
+                        "description": "负载测试：随机位置的事件上报",
+                    },
+                    ensure_ascii=False,
+                ).encode(),
             )
             for x, y in incidents
         ],
@@ -179,52 +190,48 @@ def succeeded(status: int) -> bool:
 async def drive(
     base: str, key: str, workload: Workload, clients: int, seconds: float, max_requests: int
 ) -> Results:
-    """`clients` closed-loop clients, one connection each, until `seconds` have passed or
-    `max_requests` have been sent."""
+    """`clients` closed-loop clients, one keep-alive connection each (raw HTTP/1.1 on
+    uvloop sockets: the generator shares the CPU with the server), until `seconds` have
+    passed or `max_requests` have been sent."""
     results = Results()
     sent = 0
-    # One TLS context for all (plain HTTP never uses it, but each httpx client would load
-    # the CA bundle, ~0.2 s of CPU apiece), and every client made before the clock starts.
-    tls = httpx.create_ssl_context()
-    connections = [
-        httpx.AsyncClient(
-            base_url=base,
-            headers={"Authorization": f"Bearer {key}"},
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            timeout=REQUEST_TIMEOUT_S,
-            verify=tls,
-        )
-        for _ in range(clients)
-    ]
+    host, port = host_port(base)
+    connections = [await asyncio.open_connection(host, port) for _ in range(clients)]
     start = time.perf_counter()
     stop_at = start + seconds
 
-    async def client(number: int, http: httpx.AsyncClient) -> None:
+    async def client(number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         nonlocal sent
-        async with http:
-            k = 0
-            while time.perf_counter() < stop_at:
-                if sent >= max_requests:
-                    results.capped = True
-                    return
-                sent += 1
-                kind = workload.schedule[(number + k) % len(workload.schedule)]
-                method, path, body = workload.request(kind, number * 7919 + k)
-                k += 1
-                began = time.perf_counter()
-                try:
-                    response = await http.request(method, path, json=body)
-                    outcome, ok = str(response.status_code), succeeded(response.status_code)
-                    detail = "" if ok else response.text[:300]
-                except httpx.HTTPError as error:
-                    outcome, ok, detail = type(error).__name__, False, str(error)[:300]
-                results.latencies_s[kind].append(time.perf_counter() - began)
-                results.statuses[kind][outcome] += 1
-                if not ok:
-                    results.errors[kind] += 1
-                    results.error_examples.setdefault((kind, outcome), f"{method} {path}: {detail}")
+        k = 0
+        while time.perf_counter() < stop_at:
+            if sent >= max_requests:
+                results.capped = True
+                break
+            sent += 1
+            kind = workload.schedule[(number + k) % len(workload.schedule)]
+            request = workload.request(kind, number * 7919 + k)
+            k += 1
+            began = time.perf_counter()
+            try:
+                writer.write(encode_request(host, key, request))
+                status, body = await asyncio.wait_for(read_response(reader), REQUEST_TIMEOUT_S)
+                outcome, ok = str(status), succeeded(status)
+                detail = "" if ok else body[:300].decode(errors="replace")
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
+                outcome, ok, detail = type(error).__name__, False, str(error)[:300]
+            results.latencies_s[kind].append(time.perf_counter() - began)
+            results.statuses[kind][outcome] += 1
+            if not ok:
+                results.errors[kind] += 1
+                results.error_examples.setdefault(
+                    (kind, outcome), f"{request.method} {request.path}: {detail}"
+                )
+                if outcome in ("ConnectionResetError", "IncompleteReadError", "TimeoutError"):
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+        writer.close()
 
-    await asyncio.gather(*(client(n, http) for n, http in enumerate(connections)))
+    await asyncio.gather(*(client(n, *pair) for n, pair in enumerate(connections)))
     results.wall_s = time.perf_counter() - start
     return results
 
