@@ -268,15 +268,20 @@ class FovSet:
             self.ranges_m[w],
         )
 
-    def polygons(self, level: str, arc_step_deg: float = DEFAULT_ARC_STEP_DEG) -> ObjArray:
-        """FOV polygons at ``level`` (:func:`geo.camera.fov_sectors`, EPSG:4546)."""
-        k = _level_index(level)
+    def polygons(
+        self, level: str | Sequence[str], arc_step_deg: float = DEFAULT_ARC_STEP_DEG
+    ) -> ObjArray:
+        """FOV polygons at ``level`` (:func:`geo.camera.fov_sectors`, EPSG:4546), or at
+        each of several levels, level after level, in one call (the fixed cost of a call is
+        most of the work for the few cameras of an edit)."""
+        ks = [_level_index(v) for v in ([level] if isinstance(level, str) else level)]
+        n = len(ks)
         return fov_sectors(
-            self.x_m,
-            self.y_m,
-            self.azimuth_grid_deg,
-            self.hfov_deg,
-            self.ranges_m[:, k],
+            np.tile(self.x_m, n),
+            np.tile(self.y_m, n),
+            np.tile(self.azimuth_grid_deg, n),
+            np.tile(self.hfov_deg, n),
+            self.ranges_m[:, ks].T.reshape(-1),
             arc_step_deg=arc_step_deg,
             north="grid",
         )
@@ -3693,20 +3698,28 @@ def grid_and_h3_coverage(
     min_gap_m2: float = DEFAULT_MIN_GAP_M2,
     weights: tuple[float, float] = DEFAULT_WEIGHTS,
     gap_tolerance_m: float = DEFAULT_GAP_TOLERANCE_M,
+    cell_polygons: ArrayLike | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """:func:`grid_coverage` of the grids (every level, gaps, road gap lines, uncovered
     places) and :func:`coverage_h3` of the ``cells`` (every level), in one pass: what a
     camera edit recomputes, where the fixed cost of each pass dominates. Pass every
-    camera whose FOV reaches a grid or a cell. Returns the two results' columns (what
-    ``pandas.DataFrame`` takes): for the few rows of an edit, building frames would cost
-    more than the rows."""
+    camera whose FOV reaches a grid or a cell, and ``cell_polygons`` (the cells'
+    :func:`h3_polygons`, distinct cells) when you have them. Returns the two results'
+    columns (what ``pandas.DataFrame`` takes): for the few rows of an edit, building
+    frames would cost more than the rows."""
     ids = np.asarray(grid_ids)
     polys = np.asarray(grid_polys, dtype=object)
     if len(ids) != len(polys):
         raise ValueError(f"{len(ids)} grid ids but {len(polys)} grid polygons")
-    cells = sorted(set(cells))
+    if cell_polygons is None:
+        cells = sorted(set(cells))
+        hexagons = h3_polygons(cells)
+    else:
+        hexagons = np.asarray(cell_polygons, dtype=object)
+        if len(hexagons) != len(cells) or len(set(cells)) != len(cells):
+            raise ValueError("cell_polygons must be the hexagons of distinct cells")
     grid_columns, cell_columns = _coverage(
-        [(ids, polys, True), (np.asarray(cells, dtype=object), h3_polygons(cells), False)],
+        [(ids, polys, True), (np.asarray(cells, dtype=object), hexagons, False)],
         fovs, roads, places, list(DORI_LEVELS),
         _Options(min_gap_m2, gap_tolerance_m, weights, True, True),
         1, lambda stage, fraction: None,

@@ -3,12 +3,15 @@
 Every write runs in the caller's transaction, takes the camera write lock, records an
 audit row and, before it returns, brings the FOVs and the coverage of the grids they
 touch up to date (`api.services.coverage.refresh_cameras`), so no read sees a camera
-whose coverage is stale.
+whose coverage is stale. (An edit of fields the FOVs do not depend on, a rename say,
+leaves them as they are.)
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +20,20 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from psycopg.rows import dict_row
 from sqlalchemy import Connection, text
 
 from api.audit import record_write
 from api.errors import Problem
 from api.services.bulk import copy_frame, select_columns
-from api.services.coverage import ARC_PAD_SHARE, begin_camera_write, refresh_cameras
-from api.services.validation import RowErrors, RowsRejected
+from api.services.coverage import (
+    ARC_PAD_SHARE,
+    CAMERA_WRITE_LOCK_KEY,
+    CAMERA_WRITE_LOCK_SQL,
+    begin_camera_write,
+    refresh_cameras,
+)
+from api.services.validation import RowErrors, RowsRejected, unprintable
 from geo.camera import DEFAULT_HFOV_DEG, DORI_LEVELS, level_ranges_m, visible_from
 from geo.codes import validate_camera_gb_id
 from geo.reference import load_counties, load_prefecture
@@ -47,28 +57,64 @@ COLUMNS = [
 ]
 
 
-def validate_cameras(cameras: gpd.GeoDataFrame) -> None:
-    """Raise `RowsRejected` listing every bad row: ids, ranges, choices, position."""
-    errors = RowErrors("cameras")
-    errors.require_columns(
-        cameras,
-        [
-            "gb_id",
-            "name",
-            "kind",
-            "height_m",
-            "azimuth_deg",
-            "hfov_deg",
-            "resolution_h_px",
-            "county_code",
-            "geometry",
-        ],
+# The id checks `validate_camera_gb_id` makes, as one pattern: an id that matches needs no
+# closer look (the region digits are compared with the county separately).
+PLAUSIBLE_GB_ID = r"\d{10}13[12]\d{7}"
+REQUIRED = [
+    "gb_id",
+    "name",
+    "kind",
+    "height_m",
+    "azimuth_deg",
+    "hfov_deg",
+    "resolution_h_px",
+    "county_code",
+    "geometry",
+]
+REQUIRED_VALUES = ["gb_id", "name", "kind", "county_code"]
+# Each number's test (on float arrays; NaN is a missing value) and the reason it fails.
+VALUE_RULES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    "height_m": (lambda v: v >= 0, "must be 0 m or more"),
+    "azimuth_deg": (lambda v: (v >= 0) & (v < 360), "must be in [0, 360) degrees"),
+    "hfov_deg": (lambda v: (v > 0) & (v <= 360), "must be in (0, 360] degrees"),
+    "resolution_h_px": (lambda v: v > 0, "must be a positive pixel count"),
+    "range_m": (lambda v: np.isnan(v) | (v > 0), "must be more than 0 m when given"),
+}
+NULLABLE_VALUES = ("range_m",)
+OUTSIDE_REASON = "point lies outside Xiangxi prefecture"
+
+
+def _bad_values(name: str, values: np.ndarray) -> np.ndarray:
+    ok, _ = VALUE_RULES[name]
+    with np.errstate(invalid="ignore"):
+        if name in NULLABLE_VALUES:
+            return ~ok(values)
+        return ~np.isfinite(values) | ~ok(values)
+
+
+def _wrong_county_reason(county: str, code: str) -> str:
+    return (
+        f"the camera stands in county {county} ({COUNTY_NAMES[county]}) "
+        f"but its id says county {code}: fix the id's first 6 digits or the position"
     )
-    errors.require_values(cameras, ["gb_id", "name", "kind", "county_code"])
+
+
+@functools.cache
+def _prepared_prefecture() -> shapely.Geometry:
+    prefecture = load_prefecture()
+    shapely.prepare(prefecture)
+    return prefecture
+
+
+def validate_cameras(cameras: gpd.GeoDataFrame) -> None:
+    """Raise `RowsRejected` listing every bad row: ids, ranges, choices, position.
+    (`check_camera` is the same for one camera without a frame.)"""
+    errors = RowErrors("cameras")
+    errors.require_columns(cameras, REQUIRED)
+    errors.require_values(cameras, REQUIRED_VALUES)
     gb_ids = cameras["gb_id"].astype("string")
     plausible = (
-        gb_ids.str.fullmatch(r"\d{20}").fillna(False)
-        & gb_ids.str[10:13].isin(["131", "132"])
+        gb_ids.str.fullmatch(PLAUSIBLE_GB_ID).fillna(False)
         & (gb_ids.str[:6] == cameras["county_code"].astype("string")).fillna(False)
     ).to_numpy(bool)
     for position in np.flatnonzero(~plausible):
@@ -84,26 +130,15 @@ def validate_cameras(cameras: gpd.GeoDataFrame) -> None:
     for name, allowed in (("status", STATUSES), ("owner", OWNERS)):
         if name in cameras.columns:
             errors.check_choice(cameras.fillna({name: allowed[0]}), name, allowed)
-    ranges = {
-        "height_m": (lambda v: v >= 0, "must be 0 m or more"),
-        "azimuth_deg": (lambda v: (v >= 0) & (v < 360), "must be in [0, 360) degrees"),
-        "hfov_deg": (lambda v: (v > 0) & (v <= 360), "must be in (0, 360] degrees"),
-        "resolution_h_px": (lambda v: v > 0, "must be a positive pixel count"),
-        "range_m": (lambda v: np.isnan(v) | (v > 0), "must be more than 0 m when given"),
-    }
-    for name, (ok, reason) in ranges.items():
+    for name, (_, reason) in VALUE_RULES.items():
         if name in cameras.columns:
-            values = cameras[name].astype(float).to_numpy()
-            nullable = name == "range_m"
-            bad = ~ok(values) if nullable else (~np.isfinite(values) | ~ok(values))
+            bad = _bad_values(name, cameras[name].astype(float).to_numpy())
             errors.add(bad, name, reason, cameras)
     errors.check_geometry(cameras, "geometry", ("Point",))
     points = cameras.geometry.to_numpy()
     present = ~(shapely.is_missing(points) | shapely.is_empty(points))
-    prefecture = load_prefecture()
-    shapely.prepare(prefecture)
-    outside = present & ~shapely.covers(prefecture, points)
-    errors.add(outside, "geometry", "point lies outside Xiangxi prefecture", cameras)
+    outside = present & ~shapely.covers(_prepared_prefecture(), points)
+    errors.add(outside, "geometry", OUTSIDE_REASON, cameras)
     # The county the point stands in must be the id's (only for ids that are otherwise good,
     # so a malformed id is not reported twice).
     bad_ids = {e["row"] for e in errors.errors if e["field"] in ("gb_id", "county_code")}
@@ -118,12 +153,100 @@ def validate_cameras(cameras: gpd.GeoDataFrame) -> None:
                 {
                     "row": int(position),
                     "field": "gb_id",
-                    "reason": f"the camera stands in county {county} ({COUNTY_NAMES[county]}) "
-                    f"but its id says county {code}: fix the id's first 6 digits or the position",
+                    "reason": _wrong_county_reason(county, code),
                     "id": str(cameras["gb_id"].iloc[position]),
                 }
             )
     errors.raise_if_any()
+
+
+def check_camera(properties: dict[str, Any], point: shapely.Geometry) -> dict[str, Any]:
+    """One camera (WGS84 point) checked as `validate_cameras` checks a one-row frame of it
+    (`camera_frame`), in plain Python: the same errors in the same order, raised as
+    `RowsRejected`, for a small share of the frame's cost (an edit checks one camera).
+    Returns the values to store: the kind's default HFOV when none is given, and the
+    county from the id."""
+    values = _with_defaults(properties)
+    missing = [name for name in REQUIRED if name != "geometry" and name not in values]
+    if missing:
+        raise RowsRejected(
+            "cameras", [{"row": 0, "field": name, "reason": "column missing"} for name in missing]
+        )
+    gb_id = values["gb_id"]
+    label = None if _missing(gb_id) else str(gb_id)
+    errors: list[dict[str, Any]] = []
+
+    def add(field: str, reason: str) -> None:
+        errors.append({"row": 0, "field": field, "reason": reason, "id": label})
+
+    for name in REQUIRED_VALUES:
+        if _missing(values[name]):
+            add(name, "value missing")
+    county = values["county_code"]
+    claimed = None if _missing(county) else str(county)
+    if label is None or not (
+        re.fullmatch(PLAUSIBLE_GB_ID, label) and label[:6] == claimed
+    ):  # the frame compares the id's text; None and NaN show as "None" and "nan"
+        for reason in validate_camera_gb_id(str(gb_id), None if county is None else str(county)):
+            errors.append({"row": 0, "field": "gb_id", "reason": reason, "id": str(gb_id)})
+    for name, value in values.items():
+        if isinstance(value, str) and (reason := unprintable(value)) is not None:
+            add(name, reason)
+    if values["kind"] not in CAMERA_KINDS:
+        add("kind", "must be one of " + ", ".join(CAMERA_KINDS))
+    for name, allowed in (("status", STATUSES), ("owner", OWNERS)):
+        if name in values and (allowed[0] if _missing(values[name]) else values[name]) not in (
+            allowed
+        ):
+            add(name, "must be one of " + ", ".join(allowed))
+    for name, (_, reason) in VALUE_RULES.items():
+        if name in values and _bad_values(name, np.array([_float(values[name])]))[0]:
+            add(name, reason)
+    present = not (shapely.is_missing(point) or shapely.is_empty(point))
+    if not present:
+        add("geometry", "geometry missing or empty")
+    elif shapely.get_type_id(point) != 0:
+        add("geometry", "geometry must be Point")
+    elif not shapely.is_valid(point):
+        add("geometry", "invalid geometry: " + shapely.is_valid_reason(point))
+    outside = present and not shapely.covers(_prepared_prefecture(), point)
+    if outside:
+        add("geometry", OUTSIDE_REASON)
+    if present and not outside and not any(e["field"] in ("gb_id", "county_code") for e in errors):
+        (found,) = misplaced_counties(np.array([point], dtype=object), np.array([claimed]))
+        if found is not None:
+            errors.append(
+                {
+                    "row": 0,
+                    "field": "gb_id",
+                    "reason": _wrong_county_reason(found, str(claimed)),
+                    "id": str(gb_id),
+                }
+            )
+    if errors:
+        raise RowsRejected("cameras", errors)
+    return values
+
+
+def _missing(value: Any) -> bool:
+    """What pandas counts as a missing value, for one plain value."""
+    return (
+        value is None
+        or value is pd.NA
+        or value is pd.NaT
+        or (isinstance(value, float) and value != value)
+    )
+
+
+def _float(value: Any) -> float:
+    """A number as the frame's `astype(float)` reads it (missing: NaN); what is no number
+    at all is NaN too, and so fails its rule (the frame would raise)."""
+    if _missing(value):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 COUNTY_NAMES = dict(zip(load_counties()["code"], load_counties()["name"], strict=True))
@@ -178,17 +301,18 @@ def write_cameras(
 
 
 # -- the registry over HTTP ------------------------------------------------------------------
-CAMERA_SELECT = """
-SELECT id, gb_id, name, kind,
-       round(height_m::numeric, 2)::float8 AS height_m,
-       round(azimuth_deg::numeric, 2)::float8 AS azimuth_deg,
-       round(hfov_deg::numeric, 2)::float8 AS hfov_deg,
-       resolution_h_px,
-       round(range_m::numeric, 2)::float8 AS range_m,
-       status, owner, installed_at, county_code, version, updated_at,
-       ST_X(geom) AS lon, ST_Y(geom) AS lat
-FROM camera
+# A camera as the registry shows it (rounded to what the inputs mean).
+CAMERA_FIELDS = """
+id, gb_id, name, kind,
+round(height_m::numeric, 2)::float8 AS height_m,
+round(azimuth_deg::numeric, 2)::float8 AS azimuth_deg,
+round(hfov_deg::numeric, 2)::float8 AS hfov_deg,
+resolution_h_px,
+round(range_m::numeric, 2)::float8 AS range_m,
+status, owner, installed_at, county_code, version, updated_at,
+ST_X(geom) AS lon, ST_Y(geom) AS lat
 """
+CAMERA_SELECT = f"SELECT {CAMERA_FIELDS} FROM camera\n"
 
 
 @dataclass(frozen=True)
@@ -231,15 +355,19 @@ def camera_etag(row: dict[str, Any]) -> str:
     return f'W/"camera-{row["id"]}-v{row["version"]}"'
 
 
-def _frame(properties: dict[str, Any], point: shapely.Geometry) -> gpd.GeoDataFrame:
-    """One camera as the frame `validate_cameras` checks, with kind-dependent defaults."""
+def _with_defaults(properties: dict[str, Any]) -> dict[str, Any]:
+    """A camera's values with the kind's default HFOV when none is given, and the county
+    from the id's first six digits."""
     kind = properties.get("kind")
     if properties.get("hfov_deg") is None and kind in DEFAULT_HFOV_DEG:
         properties = properties | {"hfov_deg": DEFAULT_HFOV_DEG[kind]}
     gb_id = str(properties.get("gb_id") or "")
-    return gpd.GeoDataFrame(
-        [properties | {"county_code": gb_id[:6] or None}], geometry=[point], crs=4326
-    )
+    return properties | {"county_code": gb_id[:6] or None}
+
+
+def camera_frame(properties: dict[str, Any], point: shapely.Geometry) -> gpd.GeoDataFrame:
+    """One camera as the frame `validate_cameras` checks, with kind-dependent defaults."""
+    return gpd.GeoDataFrame([_with_defaults(properties)], geometry=[point], crs=4326)
 
 
 def create_camera(
@@ -247,7 +375,7 @@ def create_camera(
 ) -> dict[str, Any]:
     """Register one camera (WGS84 point); 422 `RowsRejected` naming each bad field."""
     begin_camera_write(conn)
-    frame = _frame(properties, point)
+    frame = camera_frame(properties, point)
     _refuse_registered(conn, frame["gb_id"].iloc[0])
     (camera_id,) = write_cameras(conn, frame)
     refresh_cameras(conn, [camera_id])
@@ -265,9 +393,13 @@ def update_camera(
     actor: str,
 ) -> dict[str, Any]:
     """Edit one camera (412 when `if_match` is not its current ETag); the FOVs and the
-    coverage of the grids under its old and new FOVs follow in the same transaction."""
-    begin_camera_write(conn)
-    before = read_camera(conn, camera_id, lock=True)
+    coverage of the grids under its old and new FOVs follow in the same transaction.
+
+    Only the fields whose value differs from the camera as read are written (a form that
+    sends back every field keeps the stored precision of those it did not touch), and
+    coverage is recomputed only when the camera moved or a field its FOVs depend on
+    (`FOV_FIELDS`) changed: renaming a camera writes no coverage row."""
+    before = _lock_camera(conn, camera_id)
     if if_match is not None and if_match != camera_etag(before):
         raise Problem(
             412,
@@ -276,40 +408,30 @@ def update_camera(
         )
     merged = {name: before[name] for name in EDITABLE} | changes
     position = point if point is not None else shapely.Point(before["lon"], before["lat"])
-    frame = _frame(merged, position)
     if merged["gb_id"] != before["gb_id"]:
         _refuse_registered(conn, merged["gb_id"])
-    validate_cameras(frame)
-    values = {name: frame[name].iloc[0] for name in EDITABLE}
-    conn.execute(
-        text(
-            "UPDATE camera SET "
-            + ", ".join(f"{name} = :{name}" for name in EDITABLE)
-            + ", county_code = :county_code, geom = ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), "
-            "version = version + 1, updated_at = now() WHERE id = :id"
-        ),
-        _sql_values(values)
-        | {
-            "county_code": frame["county_code"].iloc[0],
-            "lon": position.x,
-            "lat": position.y,
-            "id": camera_id,
-        },
-    )
-    refresh_cameras(conn, [camera_id])
-    after = read_camera(conn, camera_id)
+    values = check_camera(merged, position)
+    written = {
+        name: values[name] for name in EDITABLE if name in changes and values[name] != before[name]
+    }
+    moved = point is not None and (point.x, point.y) != (before["lon"], before["lat"])
+    params = _sql_values(written) | {"id": camera_id}
+    assignments = [f"{name} = %({name})s" for name in written]
+    if "gb_id" in written:
+        assignments.append("county_code = %(county_code)s")
+        params["county_code"] = values["county_code"]
+    if moved:
+        assignments.append("geom = ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)")
+        params |= {"lon": position.x, "lat": position.y}
+    refresh = moved or any(name in written for name in FOV_FIELDS)
+    edit = UPDATE_CAMERA_SQL if refresh else UPDATE_CAMERA_KEEPING_FOVS_SQL
+    sql = edit.format(assignments="".join(f"{a}, " for a in assignments))
+    driver = conn.connection.driver_connection
+    after = driver.cursor(row_factory=dict_row).execute(sql, params).fetchone()
+    if refresh:
+        refresh_cameras(conn, [camera_id])
     record_write(conn, actor, "update", "camera", camera_id, before=before, after=after)
     return after
-
-
-def delete_camera(conn: Connection, camera_id: int, actor: str) -> dict[str, Any]:
-    """Remove a camera; the grids its FOVs touched are recomputed without it."""
-    begin_camera_write(conn)
-    before = read_camera(conn, camera_id, lock=True)
-    refresh_cameras(conn, [camera_id], deleting=True)
-    conn.execute(text("DELETE FROM camera WHERE id = :id"), {"id": camera_id})
-    record_write(conn, actor, "delete", "camera", camera_id, before=before)
-    return before
 
 
 # What a PATCH may change (the position comes as the geometry; the county from the id).
@@ -326,6 +448,47 @@ EDITABLE = (
     "owner",
     "installed_at",
 )
+# The fields a camera's FOVs depend on, besides its position (`geo.coverage.FovSet`).
+FOV_FIELDS = ("kind", "azimuth_deg", "hfov_deg", "resolution_h_px", "range_m", "status")
+UPDATE_CAMERA_SQL = (
+    "UPDATE camera SET {assignments}version = version + 1, updated_at = now() "
+    f"WHERE id = %(id)s RETURNING {CAMERA_FIELDS}"
+)
+# An edit its FOVs do not depend on: they stay, marked as built from the new version (or a
+# full recompute would rebuild them).
+UPDATE_CAMERA_KEEPING_FOVS_SQL = f"""
+WITH edited AS (
+    UPDATE camera SET {{assignments}}version = version + 1, updated_at = now()
+    WHERE id = %(id)s RETURNING *
+), fovs AS (
+    UPDATE camera_fov f SET camera_version = e.version FROM edited e WHERE f.camera_id = e.id
+)
+SELECT {CAMERA_FIELDS} FROM edited
+"""
+
+
+def _lock_camera(conn: Connection, camera_id: int) -> dict[str, Any]:
+    """`begin_camera_write`, then `read_camera` with the row locked: one round trip."""
+    driver = conn.connection.driver_connection
+    with driver.pipeline():
+        driver.execute(CAMERA_WRITE_LOCK_SQL, {"key": CAMERA_WRITE_LOCK_KEY})
+        read = driver.cursor(row_factory=dict_row).execute(
+            CAMERA_SELECT + "WHERE id = %(id)s FOR UPDATE", {"id": camera_id}
+        )
+    row = read.fetchone()
+    if row is None:
+        raise Problem(404, f"no camera {camera_id}")
+    return row
+
+
+def delete_camera(conn: Connection, camera_id: int, actor: str) -> dict[str, Any]:
+    """Remove a camera; the grids its FOVs touched are recomputed without it."""
+    begin_camera_write(conn)
+    before = read_camera(conn, camera_id, lock=True)
+    refresh_cameras(conn, [camera_id], deleting=True)
+    conn.execute(text("DELETE FROM camera WHERE id = :id"), {"id": camera_id})
+    record_write(conn, actor, "delete", "camera", camera_id, before=before)
+    return before
 
 
 def _sql_values(values: dict[str, Any]) -> dict[str, Any]:

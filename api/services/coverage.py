@@ -10,7 +10,8 @@ PostGIS (EPSG:4546 generated columns) and writes their results back:
   touch, so no read ever sees coverage older than the cameras.
 
 Rows go in by binary COPY (`_copy_rows`): geometries as EWKB bytes, numbers as numbers,
-no text to format or parse; a recompute writes ~100 MB of gap polygons.
+no text to format or parse; a recompute writes ~100 MB of gap polygons. (A refresh writes
+its few new FOVs by one INSERT in the round trip of the statements that read them.)
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def fov_rows(fovs: FovSet, cameras: Columns) -> Columns:
         "camera_version": np.tile(versions, levels),
         "level": np.repeat(np.array(DORI_LEVELS, dtype=object), n),
         "range_m": ranges,
-        "geom_m": np.concatenate([fovs.polygons(level) for level in DORI_LEVELS]),
+        "geom_m": fovs.polygons(DORI_LEVELS),
     }
     return {name: values[keep] for name, values in rows.items()}
 
@@ -252,6 +253,7 @@ def sync_fovs(conn: Connection, cameras: Columns, fovs: FovSet) -> int:
 # Camera edits, imports and recomputes wait for each other, so two refreshes of grids
 # under the same FOVs never interleave.
 CAMERA_WRITE_LOCK_KEY = 0x67_63_63_61
+CAMERA_WRITE_LOCK_SQL = "SELECT pg_advisory_xact_lock(%(key)s)"  # psycopg's parameter style
 
 
 def begin_camera_write(conn: Connection) -> None:
@@ -403,6 +405,8 @@ def coverage_settings() -> CoverageSettings:
 ARC_PAD_SHARE = 0.002
 # Ranges are stored as float4: compare them with this much to spare (metres).
 RANGE_SLACK_M = 1.0
+# A refresh of up to this many cameras is an edit (not an import): see `refresh_cameras`.
+EDIT_CAMERAS = 10
 
 # An edit's statements go to psycopg directly, the independent ones in one pipeline (one
 # round trip): a camera edit must answer within tens of milliseconds.
@@ -430,7 +434,8 @@ WHERE e.id = ANY(%(edited)s)
 
 @dataclass(frozen=True)
 class ZoneQueries:
-    """What recomputing the grids of one zone (`zone_sql`: their ids) reads."""
+    """What recomputing the grids of one zone (`zone_sql`: their ids) reads; `grids` also
+    deletes their coverage rows."""
 
     grids: str
     cameras: str
@@ -464,20 +469,27 @@ WHERE id IN (
     # The roads and key places meeting a grid, whole (as a full recompute reads them),
     # and for a point place the grid a full recompute gives it: the first in id order
     # holding it (a place on the edge of a grid not recomputed stays with that grid).
+    # (Each feature once by DISTINCT ON over the join itself: an `id IN (...)` lets the
+    # planner hash-join the whole table when it overestimates the join.)
     targets = f"""
 WITH touched AS MATERIALIZED (SELECT id, geom_m FROM grid WHERE id IN ({zone_sql}))
-SELECT 'road', id, ST_AsBinary(geom_m), NULL::bigint FROM road
-WHERE id IN (SELECT t.id FROM touched g JOIN road t ON ST_Intersects(t.geom_m, g.geom_m))
+(SELECT DISTINCT ON (t.id) 'road', t.id, ST_AsBinary(t.geom_m), NULL::bigint
+ FROM touched g JOIN road t ON ST_Intersects(t.geom_m, g.geom_m) ORDER BY t.id)
 UNION ALL
-SELECT 'place', p.id, ST_AsBinary(p.geom_m),
-       CASE WHEN GeometryType(p.geom_m) = 'POINT' THEN (
-           SELECT min(g.id) FROM grid g
-           WHERE g.valid_to IS NULL AND ST_Intersects(g.geom_m, p.geom_m)
-       ) END
-FROM key_place p
-WHERE p.id IN (SELECT t.id FROM touched g JOIN key_place t ON ST_Intersects(t.geom_m, g.geom_m))
+(SELECT DISTINCT ON (p.id) 'place', p.id, ST_AsBinary(p.geom_m),
+        CASE WHEN GeometryType(p.geom_m) = 'POINT' THEN (
+            SELECT min(o.id) FROM grid o
+            WHERE o.valid_to IS NULL AND ST_Intersects(o.geom_m, p.geom_m)
+        ) END
+ FROM touched g JOIN key_place p ON ST_Intersects(p.geom_m, g.geom_m) ORDER BY p.id)
 """
-    grids = f"SELECT id, ST_AsBinary(geom_m) FROM grid WHERE id IN ({zone_sql}) ORDER BY id"
+    # their coverage rows go in the same statement (the zone read once): they are
+    # written anew from what the other two statements read
+    grids = f"""
+WITH zone AS MATERIALIZED ({zone_sql}),
+cleared AS (DELETE FROM coverage WHERE grid_id IN (SELECT id FROM zone))
+SELECT id, ST_AsBinary(geom_m) FROM grid WHERE id IN (SELECT id FROM zone) ORDER BY id
+"""
     return ZoneQueries(grids, cameras, targets)
 
 
@@ -499,9 +511,15 @@ FROM unnest(%(x0)s::float8[], %(y0)s::float8[], %(x1)s::float8[], %(y1)s::float8
 JOIN incident i ON i.location && ST_Transform(
     ST_Expand(ST_MakeEnvelope(b.x0, b.y0, b.x1, b.y1, 4546), 1.0), 4326)
 """
-CLEAR_SQL = """
-WITH grids AS (DELETE FROM coverage WHERE grid_id = ANY(%(grids)s))
-DELETE FROM coverage_h3 WHERE h3 = ANY(%(cells)s)
+CLEAR_CELLS_SQL = "DELETE FROM coverage_h3 WHERE h3 = ANY(%(cells)s)"
+# New FOV rows (`fov_rows`, geometries as EWKB) by one INSERT: unlike COPY, it can share
+# the round trip of the statements that read them.
+INSERT_FOVS_SQL = """
+INSERT INTO camera_fov (camera_id, camera_version, level, range_m, geom_m)
+SELECT camera_id, camera_version, level, range_m, ST_GeomFromEWKB(geom_m)
+FROM unnest(%(camera_id)s::int8[], %(camera_version)s::int4[], %(level)s::text[],
+            %(range_m)s::float4[], %(geom_m)s::bytea[])
+     AS f(camera_id, camera_version, level, range_m, geom_m)
 """
 
 
@@ -523,19 +541,25 @@ def refresh_cameras(conn: Connection, camera_ids: Sequence[int], *, deleting: bo
     `begin_camera_write`."""
     ids = sorted({int(i) for i in camera_ids})
     driver = conn.connection.driver_connection
+    # An edit's statements are prepared (psycopg keeps them on the connection until a
+    # rollback) with generic plans: planning them, a millisecond each, would cost more
+    # than running them. An import's arrays are large enough to deserve a plan of their own.
+    edit = len(ids) <= EDIT_CAMERAS
     with driver.pipeline():
         # an edit's queries are small: parallel workers (tens of ms to start) only slow
         # them down, here and for the rest of the transaction
         driver.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-        dropped = driver.execute(DROP_FOVS_SQL, {"ids": ids})
-        current = driver.execute(CAMERAS_BY_ID_SQL, {"ids": ids})
+        if edit:
+            driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        dropped = driver.execute(DROP_FOVS_SQL, {"ids": ids}, prepare=edit)
+        current = driver.execute(CAMERAS_BY_ID_SQL, {"ids": ids}, prepare=edit)
     old = dropped.fetchall()
     reach = [float(r) for r, _ in old]
     changed = list(_from_wkb([w for _, w in old]))
+    fovs: Columns = {}
     if not deleting:
         cameras = _camera_columns(current.fetchall())
         fovs = fov_rows(fov_set(cameras), cameras)
-        _write_fovs(conn, fovs)
         detect = fovs["level"] == DORI_LEVELS[0]
         reach += fovs["range_m"][detect].tolist()
         changed += fovs["geom_m"][detect].tolist()
@@ -543,25 +567,42 @@ def refresh_cameras(conn: Connection, camera_ids: Sequence[int], *, deleting: bo
         return 0  # cameras that cover nothing before and after (offline, say)
     polygons = np.array(changed, dtype=object)
     pad = ARC_PAD_SHARE * max(reach) + 0.01
-    cells, cell_polygons = _cells_under(polygons, pad)
     bounds = shapely.bounds(polygons)
     touched = {"fovs": _wkb_list(polygons), "pad": pad}
     with driver.pipeline():
-        grid_rows = driver.execute(FOV_ZONE.grids, touched)
-        camera_rows = driver.execute(
-            FOV_ZONE.cameras,
-            touched | {"cells": _wkb_list(cell_polygons), "slack": RANGE_SLACK_M},
-        )
-        target_rows = driver.execute(FOV_ZONE.targets, touched)
+        # sent at once: the server runs them while the H3 cells are found here
+        if len(fovs.get("camera_id", ())):
+            driver.execute(INSERT_FOVS_SQL, _fov_params(fovs), prepare=edit)
+        grid_rows = driver.execute(FOV_ZONE.grids, touched, prepare=edit)
+        target_rows = driver.execute(FOV_ZONE.targets, touched, prepare=edit)
         incident_rows = driver.execute(
             INCIDENTS_UNDER_SQL,
             dict(zip(("x0", "y0", "x1", "y1"), bounds.T.tolist(), strict=True)),
+            prepare=edit,
+        )
+        cells, cell_polygons = _cells_under(polygons, pad)
+        driver.execute(CLEAR_CELLS_SQL, {"cells": cells}, prepare=edit)
+        # after the new FOVs: it reads their ranges
+        camera_rows = driver.execute(
+            FOV_ZONE.cameras,
+            touched | {"cells": _wkb_list(cell_polygons), "slack": RANGE_SLACK_M},
+            prepare=edit,
         )
     recomputed = _recompute_zone(
-        conn, grid_rows.fetchall(), camera_rows.fetchall(), target_rows.fetchall(), cells
+        conn,
+        grid_rows.fetchall(),
+        camera_rows.fetchall(),
+        target_rows.fetchall(),
+        cells,
+        cell_polygons,
     )
     reflag_gaps(conn, incident_rows.fetchall())
     return recomputed
+
+
+def _fov_params(fovs: Columns) -> dict[str, list[Any]]:
+    """`fov_rows` as the arrays `INSERT_FOVS_SQL` takes."""
+    return {name: _python_values(fovs[name], kind) for name, kind in FOV_KINDS.items()}
 
 
 def refresh_grids(conn: Connection, grid_ids: Sequence[int]) -> int:
@@ -584,7 +625,7 @@ def refresh_grids(conn: Connection, grid_ids: Sequence[int]) -> int:
         camera_rows = driver.execute(GRID_ZONE.cameras, zone)
         target_rows = driver.execute(GRID_ZONE.targets, zone)
     return _recompute_zone(
-        conn, grid_rows.fetchall(), camera_rows.fetchall(), target_rows.fetchall(), []
+        conn, grid_rows.fetchall(), camera_rows.fetchall(), target_rows.fetchall(), [], None
     )
 
 
@@ -594,13 +635,14 @@ def _recompute_zone(
     camera_rows: Sequence[Any],
     target_rows: Sequence[Any],
     cells: list[str],
+    cell_polygons: np.ndarray | None,
 ) -> int:
-    """Replace the coverage of the zone's grids and H3 `cells` (the rows `ZoneQueries`
-    read) with what the cameras reaching them give; returns the number of grids."""
-    driver = conn.connection.driver_connection
+    """Write the coverage of the zone's grids and H3 `cells` (EPSG:4546 hexagons
+    `cell_polygons`), whose old rows are gone, from what the `ZoneQueries` read: the
+    cameras reaching them; returns the number of grids."""
     grid_ids = [row[0] for row in grid_rows]
     near = fov_set(_camera_columns(camera_rows))
-    roads, places = _targets(driver, target_rows)
+    roads, places = _targets(conn.connection.driver_connection, target_rows)
     settings = coverage_settings()
     rows, cell_rows = geo_coverage.grid_and_h3_coverage(
         np.array(grid_ids, dtype=np.int64),
@@ -612,8 +654,8 @@ def _recompute_zone(
         res=H3_RESOLUTION,
         min_gap_m2=settings.min_gap_m2,
         weights=(settings.road_weight, settings.place_weight),
+        cell_polygons=cell_polygons,
     )
-    driver.execute(CLEAR_SQL, {"grids": grid_ids, "cells": cells})
     _write_coverage(conn, _as_coverage_rows(rows))
     _write_h3(conn, _as_h3_rows(cell_rows))
     return len(grid_ids)
@@ -845,3 +887,21 @@ def coverage_summary(
         frame[column] = frame[column].round(1)
     frame = frame.astype(object).where(frame.notna(), None)
     return frame.to_dict(orient="records")
+
+
+# -- a new grid version with the same outline ------------------------------------------------
+_CARRIED = ", ".join(name for name in COVERAGE_KINDS if name != "grid_id")
+CARRY_COVERAGE_SQL = (
+    f"INSERT INTO coverage (grid_id, {_CARRIED}, computed_at) "
+    f"SELECT :to_id, {_CARRIED}, computed_at FROM coverage WHERE grid_id = :from_id"
+)
+
+
+def carry_coverage(conn: Connection, from_id: int, to_id: int) -> None:
+    """Give grid version `to_id` the coverage of `from_id`, its predecessor with the very
+    same outline (an edit of names or the worker): what a recompute would write, without
+    computing it or touching the neighbours, whose coverage an unmoved outline leaves as
+    it is. The caller holds the grid write lock; the camera write lock is taken here, so
+    that a camera edit committing meanwhile cannot have written to `from_id` only."""
+    begin_camera_write(conn)
+    conn.execute(text(CARRY_COVERAGE_SQL), {"from_id": from_id, "to_id": to_id})

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, text
 from api.audit import record_write
 from api.errors import Problem
 from api.services.bulk import copy_frame, select_columns
-from api.services.coverage import refresh_grids
+from api.services.coverage import carry_coverage, refresh_grids
 from api.services.lookup import GRID_CHANGED_CHANNEL
 from api.services.validation import RowErrors, RowsRejected, as_multi
 from api.services.write_locks import wait_for_write_lock
@@ -329,16 +329,28 @@ def update_grid(
             f"{before['version']}; read it again and repeat your edit",
         )
     merged = {k: before[k] for k in (*EDITABLE, "code")} | changes
-    outline = geometry if geometry is not None else shapely.from_geojson(before["geometry"])
+    # The stored outline itself, not its GeoJSON (rounded to 7 decimals): an edit of
+    # names or the worker moves no vertex.
+    outline = geometry if geometry is not None else shapely.from_wkb(_stored_outline(conn, before))
     frame = gpd.GeoDataFrame(
         [merged | {"village_code": before["village_code"]}], geometry=[outline], crs=4326
     )
-    write_grids(conn, frame, replace_existing=True)
+    write_grids(conn, frame, replace_existing=True, refresh_coverage=geometry is not None)
     after = read_grids(conn, code=code, limit=1)[0]
+    if geometry is None:  # same outline, same coverage: nothing to compute
+        carry_coverage(conn, before["id"], after["id"])
     record_write(
         conn, actor, "update", "grid", code, before=_audited(before), after=_audited(after)
     )
     return after
+
+
+def _stored_outline(conn: Connection, row: dict[str, Any]) -> bytes:
+    return bytes(
+        conn.execute(
+            text("SELECT ST_AsBinary(geom) FROM grid WHERE id = :id"), {"id": row["id"]}
+        ).scalar_one()
+    )
 
 
 def retire_grid_audited(conn: Connection, code: str, actor: str) -> dict[str, object]:

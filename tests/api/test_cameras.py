@@ -14,7 +14,11 @@ from api.app import create_app
 from api.auth import create_api_key
 from api.db import create_scratch_database, drop_scratch_database, make_engine
 from api.migrate import upgrade
+from api.services.cameras import EDITABLE as CAMERA_EDITABLE
+from api.services.cameras import FOV_FIELDS, camera_frame, check_camera, validate_cameras
+from api.services.coverage import CAMERA_COLUMNS
 from api.services.demo import load_demo
+from api.services.validation import RowsRejected
 from api.settings import Settings
 from geo.codes import make_gb28181
 from geo.crs import convert, from_metric, to_metric
@@ -212,6 +216,90 @@ def test_an_offline_camera_covers_nothing(world):
         client.delete(f"/v1/cameras/{created['id']}", headers=headers["admin"])
 
 
+def stored_state(engine, camera_id: int, code: str) -> dict:
+    """What an edit may rewrite: the camera's raw azimuth, its FOVs (version, shape) and
+    when its grid's coverage rows were computed."""
+    with engine.connect() as conn:
+        azimuth = conn.execute(
+            text("SELECT azimuth_deg FROM camera WHERE id = :id"), {"id": camera_id}
+        ).scalar_one()
+        fovs = conn.execute(
+            text(
+                "SELECT level, camera_version, ST_AsText(geom_m) FROM camera_fov "
+                "WHERE camera_id = :id ORDER BY level"
+            ),
+            {"id": camera_id},
+        ).all()
+        computed = conn.execute(
+            text(
+                "SELECT array_agg(c.computed_at ORDER BY c.level) FROM coverage c "
+                "JOIN grid g ON g.id = c.grid_id WHERE g.code = :code AND g.valid_to IS NULL"
+            ),
+            {"code": code},
+        ).scalar_one()
+        stale = conn.execute(
+            text(
+                "SELECT count(*) FROM camera_fov f JOIN camera c ON c.id = f.camera_id "
+                "WHERE f.camera_version <> c.version"
+            )
+        ).scalar_one()
+    return {
+        "azimuth": azimuth,
+        "versions": {level: version for level, version, _ in fovs},
+        "shapes": {level: shape for level, _, shape in fovs},
+        "computed": computed,
+        "stale_fovs": stale,
+    }
+
+
+def test_the_fields_that_skip_a_recompute_are_none_the_fovs_read():
+    """An edit recomputes coverage only when the camera moved or one of `FOV_FIELDS`
+    changed: they must be every camera column the FOVs are built from."""
+    built_from = set(CAMERA_COLUMNS) - {"id", "version", "x", "y"}  # x, y: the position
+    assert set(FOV_FIELDS) == built_from
+
+
+def test_a_rename_writes_no_coverage_but_a_turn_does(world):
+    """A form sends back every field as it read it (rounded to 2 decimals) with the name
+    changed: the stored azimuth keeps its precision, no coverage row is rewritten, and the
+    FOVs stay, marked as current (a full recompute would rebuild none). Turning the camera
+    then rewrites its FOVs and its grid's coverage."""
+    client, engine, headers = world
+    code, centre, county = quiet_grid(engine)
+    created = client.post(
+        "/v1/cameras",
+        json=camera_body(centre, county, azimuth_deg=123.456),
+        headers=headers["admin"],
+    ).json()
+    url = f"/v1/cameras/{created['id']}"
+    try:
+        before = stored_state(engine, created["id"], code)
+        read = client.get(url, headers=headers["planner"]).json()["properties"]
+        assert read["azimuth_deg"] == 123.46
+        form = {name: read[name] for name in CAMERA_EDITABLE} | {"name": "北门枪机"}
+        renamed = client.patch(url, json={"properties": form}, headers=headers["admin"])
+        assert renamed.status_code == 200, renamed.text
+        assert renamed.json()["properties"]["name"] == "北门枪机"
+        assert renamed.json()["properties"]["version"] == 2
+        after = stored_state(engine, created["id"], code)
+        assert after["azimuth"] == before["azimuth"] != 123.46
+        assert after["computed"] == before["computed"]
+        assert after["shapes"] == before["shapes"]
+        assert set(after["versions"].values()) == {2}
+        assert after["stale_fovs"] == 0
+        turned = client.patch(
+            url, json={"properties": {"azimuth_deg": 300.0}}, headers=headers["admin"]
+        )
+        assert turned.status_code == 200, turned.text
+        last = stored_state(engine, created["id"], code)
+        assert all(a > b for a, b in zip(last["computed"], before["computed"], strict=True))
+        assert all(last["shapes"][lvl] != before["shapes"][lvl] for lvl in before["shapes"])
+        assert set(last["versions"].values()) == {3}
+        assert last["stale_fovs"] == 0
+    finally:
+        client.delete(url, headers=headers["admin"])
+
+
 def test_visible_lists_cameras_best_level_first(world):
     client, engine, headers = world
     _, centre, county = quiet_grid(engine)
@@ -250,6 +338,64 @@ def test_visible_lists_cameras_best_level_first(world):
     finally:
         for camera_id in ids:
             client.delete(f"/v1/cameras/{camera_id}", headers=headers["admin"])
+
+
+# A camera standing in county 433101 (吉首市) and variations of it, good and bad.
+JISHOU = shapely.Point(109.7, 28.3)
+GOOD = {
+    "gb_id": make_gb28181("433101", 132, 1),
+    "name": "枪机",
+    "kind": "bullet",
+    "height_m": 4.0,
+    "azimuth_deg": 90.0,
+    "hfov_deg": None,
+    "resolution_h_px": 1920,
+    "range_m": None,
+    "status": "online",
+    "owner": "public",
+    "installed_at": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "point"),
+    [
+        ({}, JISHOU),
+        ({"kind": "dome", "range_m": 30.0}, JISHOU),
+        ({"azimuth_deg": 360.0, "hfov_deg": 0.0, "height_m": float("nan")}, JISHOU),
+        ({"resolution_h_px": 0, "range_m": -5.0}, JISHOU),
+        ({"kind": "fisheye", "status": "broken", "owner": "nobody"}, JISHOU),
+        ({"kind": None, "name": None, "status": None, "owner": None}, JISHOU),
+        ({"name": "枪机\x07", "kind": "bullet\x1b"}, JISHOU),
+        ({"gb_id": make_gb28181("433101", 141, 1)}, JISHOU),
+        ({"gb_id": "4331010000131"}, JISHOU),
+        ({"gb_id": None}, JISHOU),
+        ({"gb_id": make_gb28181("433122", 132, 1)}, JISHOU),  # another county's id
+        ({}, shapely.Point(112.98, 28.2)),  # Changsha
+        ({"gb_id": make_gb28181("433122", 132, 1)}, shapely.Point(112.98, 28.2)),
+        ({}, shapely.Point()),
+        ({}, shapely.LineString([(109.7, 28.3), (109.8, 28.3)])),
+        ({"height_m": -1.0}, shapely.Polygon([(0, 0), (1, 1), (1, 0), (0, 1)])),
+    ],
+)
+def test_one_camera_is_checked_as_a_frame_of_it_is(change, point):
+    """An edit checks its one camera without a frame (`check_camera`): the same errors,
+    in the same order, as `validate_cameras` of the one-row frame."""
+    properties = GOOD | change
+    try:
+        validate_cameras(camera_frame(properties, point))
+        expected = None
+    except RowsRejected as rejected:
+        expected = rejected.errors
+    try:
+        values = check_camera(properties, point)
+        found = None
+    except RowsRejected as rejected:
+        found = rejected.errors
+    assert found == expected
+    if expected is None:
+        assert values["county_code"] == "433101"
+        assert values["hfov_deg"] == (90.0 if properties["kind"] == "bullet" else 360.0)
 
 
 def camera_count(engine) -> int:

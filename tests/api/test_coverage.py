@@ -184,10 +184,11 @@ def test_recompute_is_for_admins_and_gives_the_same_answers(demo):
 
 
 def test_edits_leave_what_a_full_recompute_gives(demo):
-    """Rotate, move, take offline, delete and add cameras, each recomputing only the grids
-    and H3 cells under its FOVs; then a full recompute from scratch changes nothing:
-    every grid's row, gap polygon, H3 cell and incident gap flag was already its answer.
-    All in one transaction, rolled back: the shared world stays as it was."""
+    """Rotate, move, rename, take offline, delete and add cameras, each recomputing only
+    the grids and H3 cells under its FOVs (a rename none); then a full recompute from
+    scratch changes nothing: every FOV, grid's row, gap polygon, H3 cell and incident gap
+    flag was already its answer. All in one transaction, rolled back: the shared world
+    stays as it was."""
     _, engine, _ = demo
     with engine.connect() as conn, conn.begin() as transaction:
         busy = conn.execute(
@@ -210,6 +211,7 @@ def test_edits_leave_what_a_full_recompute_gives(demo):
         update_camera(conn, busy[0].id, {"azimuth_deg": 45.0, "hfov_deg": 30.0}, None, None, "t")
         moved = shapely.Point(busy[1].lon + 0.0004, busy[1].lat - 0.0003)  # ~50 m
         update_camera(conn, busy[1].id, {"azimuth_deg": 200.0}, moved, None, "t")
+        update_camera(conn, busy[1].id, {"name": "改名", "height_m": 9.0}, None, None, "t")
         update_camera(conn, lone, {"status": "offline"}, None, None, "t")
         delete_camera(conn, busy[2].id, "t")
         gb_id = make_gb28181(busy[0].gb_id[:6], 132, 987_654)
@@ -220,7 +222,7 @@ def test_edits_leave_what_a_full_recompute_gives(demo):
         changed = {key for key in before["grids"] if before["grids"][key] != edited["grids"][key]}
         assert changed and before["cells"] != edited["cells"]  # the edits did something
         assert refresh_incident_gaps(conn) == 0  # every gap flag already current
-        recompute_everything(conn)
+        assert recompute_everything(conn)["fovs_rebuilt"] == 0  # every FOV already current
         fresh = coverage_snapshot(conn)
         transaction.rollback()
     assert edited["grids"].keys() == fresh["grids"].keys()
@@ -251,6 +253,11 @@ def test_grid_edits_keep_coverage_current(demo):
             )
         ).all()
         update_grid(conn, busy[0].code, {"worker_name": "新网格员"}, None, None, "t")
+        outline_now = conn.execute(
+            text("SELECT ST_AsBinary(geom) FROM grid WHERE code = :c AND valid_to IS NULL"),
+            {"c": busy[0].code},
+        ).scalar_one()
+        assert bytes(outline_now) == bytes(busy[0].wkb)  # a worker edit moves no vertex
         smaller = shapely.from_wkb(bytes(busy[1].wkb)).buffer(-0.0001)  # ~10 m in
         update_grid(conn, busy[1].code, {}, smaller, None, "t")
         retire_grid_audited(conn, busy[2].code, "t")

@@ -457,6 +457,13 @@ def test_grids_and_cells_in_one_pass(world):
     got = cell_rows.set_index(["h3", "level"]).sort_index()
     assert len(got) > 4 and got.index.equals(want.index)
     pd.testing.assert_frame_equal(got, want, rtol=1e-9, atol=1e-6)
+    # the same with the hexagons given (the edit has them from finding the cells)
+    _, given = cv.grid_and_h3_coverage(
+        world["ids"][pick], world["grids"][pick], cells, world["fovs"], world["roads"],
+        world["places"], cell_polygons=cv.h3_polygons(cells),
+    )  # fmt: skip
+    given = pd.DataFrame(given).set_index(["h3", "level"]).sort_index()
+    pd.testing.assert_frame_equal(given, got)
 
 
 def test_workers_give_the_same_rows(world):
