@@ -514,9 +514,9 @@ def test_a_loaded_index_answers_without_converting_geometries(demo, monkeypatch)
         raise AssertionError("a lookup converted grid geometries")
 
     monkeypatch.setattr("geo.assign.convert_geometry", no_conversion)
-    lon, lat = shapely.get_coordinates(
-        shapely.point_on_surface(shapely.from_wkb(snapshot.wkb[0]))
-    )[0]
+    lon, lat = shapely.get_coordinates(shapely.point_on_surface(shapely.from_wkb(snapshot.wkb[0])))[
+        0
+    ]
     for index in (snapshot.index, reloaded.index):
         place = index.place(lon, lat, 50.0)
         assert place.index == 0 and place.distance_to_boundary_m > 0
