@@ -190,11 +190,13 @@ def patch_camera(
     refuse_uneditable(patch.properties, EDITABLE)
     point = _point(patch.geometry, coord_sys) if patch.geometry else None
     with request.app.state.engine.begin() as conn:
-        # Checked against the current values for the messages; only the fields given are
-        # passed on, to merge with the row as it is once locked.
+        # The fields given are checked beside the ones the model requires, as stored: a
+        # stored value that its display rounds (or an older rule allowed) never fails an
+        # edit that leaves it alone. Only the fields given are passed on, to merge with
+        # the row as it is once locked.
         current = read_camera(conn, camera_id)
-        merged = {name: current[name] for name in EDITABLE} | patch.properties
-        checked = validated(CameraProperties, merged)
+        required = {name: current[name] for name in ("gb_id", "name", "kind")}
+        checked = validated(CameraProperties, required | patch.properties)
         changes = {name: checked[name] for name in patch.properties}
         row = update_camera(conn, camera_id, changes, point, if_match, admin.actor)
     invalidate_counts(*CAMERA_TABLES)

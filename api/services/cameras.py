@@ -301,11 +301,12 @@ def write_cameras(
 
 
 # -- the registry over HTTP ------------------------------------------------------------------
-# A camera as the registry shows it (rounded to what the inputs mean).
+# A camera as the registry shows it (rounded to what the inputs mean; an azimuth of 359.996
+# shows as 0, not as 360, which no input may be).
 CAMERA_FIELDS = """
 id, gb_id, name, kind,
 round(height_m::numeric, 2)::float8 AS height_m,
-round(azimuth_deg::numeric, 2)::float8 AS azimuth_deg,
+mod(round(azimuth_deg::numeric, 2), 360)::float8 AS azimuth_deg,
 round(hfov_deg::numeric, 2)::float8 AS hfov_deg,
 resolution_h_px,
 round(range_m::numeric, 2)::float8 AS range_m,

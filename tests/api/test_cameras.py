@@ -564,3 +564,32 @@ def test_list_filters_and_audit(world):
             )
         }
     assert {"create", "update", "delete"} <= actions
+
+
+def test_an_azimuth_rounding_up_to_360_reads_as_0_and_edits_go_through(world):
+    """A stored azimuth of 359.996 (imported, say) reads as 0.0, not as 360.0, which no
+    input may be; a rename that does not touch it, and a form sending back every field as
+    read, are both accepted."""
+    client, engine, headers = world
+    _code, centre, county = quiet_grid(engine)
+    created = client.post(
+        "/v1/cameras", json=camera_body(centre, county), headers=headers["admin"]
+    ).json()
+    url = f"/v1/cameras/{created['id']}"
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE camera SET azimuth_deg = 359.996 WHERE id = :id"),
+                {"id": created["id"]},
+            )
+        read = client.get(url, headers=headers["planner"]).json()["properties"]
+        assert read["azimuth_deg"] == 0.0
+        renamed = client.patch(
+            url, json={"properties": {"name": "南门球机"}}, headers=headers["admin"]
+        )
+        assert renamed.status_code == 200, renamed.text
+        form = {name: read[name] for name in CAMERA_EDITABLE} | {"name": "南门枪机"}
+        resent = client.patch(url, json={"properties": form}, headers=headers["admin"])
+        assert resent.status_code == 200, resent.text
+    finally:
+        client.delete(url, headers=headers["admin"])
