@@ -20,7 +20,7 @@ from api.errors import Problem
 from api.responses import FastJSONResponse, problems
 from api.routes.bodies import Latitude, OptionalAddress, OptionalPlainText, PlainText
 from api.routes.params import CHINA_STANDARD_TIME, PRINTABLE, CoordSys, bbox_param
-from api.services.incident_stats import incident_stats
+from api.services.incident_stats import incident_stats_json
 from api.services.incidents import (
     ACTIONS,
     INTAKE_CHANNELS,
@@ -402,13 +402,10 @@ def get_stats(
     调处), handling rate = handled / received, succeeded (closed or evaluated without any
     return), success rate = succeeded / handled, median hours from report to close,
     overdue now, and incidents in coverage gaps (no detect-level camera FOV). Incidents
-    without a grid are counted under `unassigned`; `total` sums everything."""
-    grid_names = None
-    if by == "grid":
-        snapshot = request.app.state.grid_locator.current()
-        grid_names = dict(zip(snapshot.column("code"), snapshot.column("name"), strict=True))
-    with request.app.state.engine.connect() as conn:
-        body = incident_stats(
-            conn, by, _cst(reported_from), _cst(reported_to), category, grid_names
-        )
-    return FastJSONResponse(body)
+    without a grid are counted under `unassigned`; `total` sums everything. Answers are
+    cached until the next write or due time that changes them."""
+    grids = request.app.state.grid_locator.current() if by == "grid" else None
+    body = incident_stats_json(
+        request.app.state.engine, by, _cst(reported_from), _cst(reported_to), category, grids
+    )
+    return Response(body, media_type=FastJSONResponse.media_type)

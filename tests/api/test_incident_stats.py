@@ -1,24 +1,36 @@
-"""GET /v1/stats/incidents: a hand-made set with known numbers, and the demo year against
-counts computed independently from the event history with SQL."""
+"""GET /v1/stats/incidents: a hand-made set with known numbers, the demo year against
+counts computed independently from the event history with SQL, and cached answers that
+are never stale."""
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import orjson
 import pytest
 from sqlalchemy import text
 
-from api.services.incident_stats import incident_stats
+from api.responses import ORJSON_OPTIONS
+from api.services.incident_stats import RECORD, incident_stats
 from api.services.incidents import (
+    STATES,
     TRANSITIONS,
     Event,
     apply_event,
     refresh_incident_gaps,
 )
-from tests.api.test_incidents import act, grid_rows, payload, point_in, report, world_on
+from tests.api.test_incidents import (
+    act,
+    grid_rows,
+    incident_in,
+    payload,
+    point_in,
+    report,
+    world_on,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # The hand-made set lives in 2019, away from the demo year (2025).
@@ -288,3 +300,163 @@ def test_the_whole_small_demo_year_is_quick(world):
     assert time.perf_counter() - begin < 1.0
     assert body["total"]["total"] >= 8889
     assert datetime.fromisoformat(body["from"]) == datetime(2025, 1, 1, tzinfo=SHANGHAI)
+
+
+# The cache tests each keep to a month of 2018 of their own.
+MAY_2018 = {"from": "2018-05-01T00:00:00+08:00", "to": "2018-06-01T00:00:00+08:00"}
+JUNE_2018 = {"from": "2018-06-01T00:00:00+08:00", "to": "2018-07-01T00:00:00+08:00"}
+
+
+def test_a_write_shows_in_the_very_next_read(world):
+    """Answers are cached, yet an event, or an edit by hand in SQL on another connection,
+    shows in the next read; a write not committed yet does not show (nor stick)."""
+    _, code, *_, polygon = grid_rows(world.engine, 1)[0]
+    incident = report(
+        world, category="dispute", reported_at="2018-05-07T10:00:00+08:00", **point_in(polygon)
+    )["id"]
+    first = stats(world, by="grid", **MAY_2018)
+    assert stats(world, by="grid", **MAY_2018) == first
+    assert [g["code"] for g in first["groups"]] == [code]
+    assert first["total"]["counts"]["reported"] == 1
+
+    assert act(world, incident, "accept", **payload("accept")).status_code == 200
+    accepted = stats(world, by="grid", **MAY_2018)["total"]
+    assert accepted["counts"]["reported"] == 0 and accepted["counts"]["accepted"] == 1
+    for action in MAIN[1:4]:  # dispatch, start, feedback
+        assert act(world, incident, action, **payload(action)).status_code == 200
+    fed_back = stats(world, by="county", **MAY_2018)["total"]
+    assert fed_back["handled"] == 1 and fed_back["handling_rate"] == 1.0
+
+    with world.engine.connect() as other:
+        transaction = other.begin()
+        other.execute(
+            text("UPDATE incident SET deleted_at = now() WHERE id = :id"), {"id": incident}
+        )
+        assert stats(world, by="grid", **MAY_2018)["total"]["total"] == 1
+        transaction.commit()
+    gone = stats(world, by="grid", **MAY_2018)
+    assert gone["total"]["total"] == 0 and gone["groups"] == []
+
+
+def test_an_answer_after_a_write_is_the_one_computed_from_nothing(world):
+    """A fresh answer reuses the JSON of the groups that did not change since the answer
+    before; byte for byte it is still the answer computed from nothing."""
+    year = {"from": "2025-01-01T00:00:00+08:00", "to": "2026-01-01T00:00:00+08:00"}
+    before = {g["code"]: g for g in stats(world, by="grid", **year)["groups"]}
+    with world.engine.connect() as conn:
+        incident, code = conn.execute(
+            text(
+                "SELECT id, grid_code FROM incident WHERE status = 'reported' "
+                "AND grid_code IS NOT NULL AND reported_at >= '2025-01-01T00:00+08' "
+                "AND reported_at < '2026-01-01T00:00+08' ORDER BY id LIMIT 1"
+            )
+        ).one()
+    assert act(world, incident, "accept", **payload("accept")).status_code == 200
+    response = world.client.get(
+        "/v1/stats/incidents", params={"by": "grid", **year}, headers=world.headers["dispatcher"]
+    )
+    with world.engine.connect() as conn:
+        expected = incident_stats(
+            conn,
+            "grid",
+            datetime(2025, 1, 1, tzinfo=SHANGHAI),
+            datetime(2026, 1, 1, tzinfo=SHANGHAI),
+        )
+    assert response.content == orjson.dumps(expected, option=ORJSON_OPTIONS, default=str)
+    after = {g["code"]: g for g in response.json()["groups"]}
+    assert after[code]["counts"]["accepted"] == before[code]["counts"]["accepted"] + 1
+    assert sum(after[c] != before[c] for c in before) == 1
+
+
+def test_counters_that_start_over_never_meet_an_answer_of_before(world):
+    """Emptied and refilled (a restore, the migration run again), the change counters
+    may reach the sum an answer was cached under; the answer is not taken for current."""
+    _, _, _, _, polygon = grid_rows(world.engine, 1)[0]
+    incident = report(
+        world, category="dispute", reported_at="2018-07-02T10:00:00+08:00", **point_in(polygon)
+    )["id"]
+    july = {"from": "2018-07-01T00:00:00+08:00", "to": "2018-08-01T00:00:00+08:00"}
+    assert stats(world, by="county", **july)["total"]["total"] == 1
+    with world.engine.begin() as conn:
+        shards, version = conn.execute(
+            text("SELECT count(*), sum(version) FROM incident_stats_marker")
+        ).one()
+        conn.execute(
+            text("UPDATE incident SET deleted_at = now() WHERE id = :id"), {"id": incident}
+        )
+        conn.execute(text("TRUNCATE incident_stats_marker"))
+        conn.execute(
+            text(
+                "INSERT INTO incident_stats_marker (shard, version) "
+                "SELECT s, CASE WHEN s = 0 THEN :version ELSE 0 END "
+                "FROM generate_series(0, :shards - 1) s"
+            ),
+            {"version": version, "shards": shards},
+        )
+    assert stats(world, by="county", **july)["total"]["total"] == 0
+
+
+def test_overdue_turns_when_the_due_time_passes_without_any_write(world):
+    _, _, _, _, polygon = grid_rows(world.engine, 1)[0]
+    incident = report(
+        world, category="dispute", reported_at="2018-06-04T10:00:00+08:00", **point_in(polygon)
+    )["id"]
+    with world.engine.begin() as conn:
+        due = conn.execute(
+            text(
+                "UPDATE incident SET due_at = now() + interval '1 second' WHERE id = :id "
+                "RETURNING due_at"
+            ),
+            {"id": incident},
+        ).scalar_one()
+    assert stats(world, by="county", **JUNE_2018)["total"]["overdue"] == 0
+    assert stats(world, by="county", **JUNE_2018)["total"]["overdue"] == 0
+    time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.2)
+    assert stats(world, by="county", **JUNE_2018)["total"]["overdue"] == 1
+
+
+def test_the_same_instants_in_another_offset_are_answered_as_asked(world, hand_made):
+    east = stats(world, by="county", **WINDOW)
+    utc = stats(
+        world, by="county", **{"from": "2018-12-31T16:00:00Z", "to": "2019-12-31T16:00:00Z"}
+    )
+    assert utc["total"] == east["total"] and utc["groups"] == east["groups"]
+    assert utc["from"] == "2018-12-31T16:00:00Z" and east["from"] == "2019-01-01T00:00:00+08:00"
+
+
+def test_every_stats_record_says_what_its_incident_columns_say(world, hand_made):
+    """`incident.stats_record` (what the statistics read) follows every state and flag."""
+    for state in STATES:
+        incident_in(world, state)
+    with world.engine.begin() as conn:
+        conn.execute(text("UPDATE incident SET in_gap = NULL WHERE id % 5 = 0"))
+        conn.execute(text("UPDATE incident SET in_gap = true WHERE id % 5 = 1"))
+        rows = conn.execute(
+            text(
+                "SELECT stats_record, grid_code, status, handled, return_count, in_gap, "
+                "CASE WHEN status IN ('closed', 'evaluated') AND closed_at IS NOT NULL "
+                "THEN date_part('epoch', closed_at - reported_at) END AS seconds, "
+                "date_part('epoch', due_at) AS due_s FROM incident ORDER BY id"
+            )
+        ).all()
+    records = np.frombuffer(b"".join(row.stats_record for row in rows), RECORD)
+    assert {row.status for row in rows} == set(STATES)
+    assert records["grid"].tolist() == [int(row.grid_code or -1) for row in rows]
+    assert [STATES[i] for i in records["state"]] == [row.status for row in rows]
+    flags = [
+        row.handled
+        + 2 * (row.return_count == 0)
+        + 4 * (row.in_gap is True)
+        + 8 * (row.in_gap is None)
+        for row in rows
+    ]
+    assert records["flags"].tolist() == flags
+    assert {row.in_gap for row in rows} >= {None, True} and any(row.return_count for row in rows)
+    seconds = np.array([np.nan if row.seconds is None else row.seconds for row in rows])
+    np.testing.assert_array_equal(records["seconds"], seconds)
+    due_s = records["due"] / 1e6 + 946684800  # microseconds since 2000-01-01 UTC
+    expected = [row.due_s for row in rows]
+    assert all(
+        (d is None and r == 2**63 - 1) or abs(s - d) < 1e-3
+        for r, s, d in zip(records["due"].tolist(), due_s.tolist(), expected, strict=True)
+    )
