@@ -131,8 +131,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.OperationalError)  # from statements run on the driver
     async def on_database_away(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(getattr(exc, "orig", None), psycopg.errors.QueryCanceled):
+        if isinstance(getattr(exc, "orig", exc), psycopg.errors.QueryCanceled):
             return problem_response(
                 request,
                 Problem(

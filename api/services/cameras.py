@@ -19,6 +19,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import psycopg
 import shapely
 from psycopg.rows import dict_row
 from sqlalchemy import Connection, text
@@ -34,6 +35,7 @@ from api.services.coverage import (
     refresh_cameras,
 )
 from api.services.validation import RowErrors, RowsRejected, unprintable
+from api.services.write_locks import write_lock_busy
 from geo.camera import DEFAULT_HFOV_DEG, DORI_LEVELS, level_ranges_m, visible_from
 from geo.codes import validate_camera_gb_id
 from geo.reference import load_counties, load_prefecture
@@ -471,11 +473,14 @@ SELECT {CAMERA_FIELDS} FROM edited
 def _lock_camera(conn: Connection, camera_id: int) -> dict[str, Any]:
     """`begin_camera_write`, then `read_camera` with the row locked: one round trip."""
     driver = conn.connection.driver_connection
-    with driver.pipeline():
-        driver.execute(CAMERA_WRITE_LOCK_SQL, {"key": CAMERA_WRITE_LOCK_KEY})
-        read = driver.cursor(row_factory=dict_row).execute(
-            CAMERA_SELECT + "WHERE id = %(id)s FOR UPDATE", {"id": camera_id}
-        )
+    try:
+        with driver.pipeline():
+            driver.execute(CAMERA_WRITE_LOCK_SQL, {"key": CAMERA_WRITE_LOCK_KEY})
+            read = driver.cursor(row_factory=dict_row).execute(
+                CAMERA_SELECT + "WHERE id = %(id)s FOR UPDATE", {"id": camera_id}
+            )
+    except psycopg.errors.QueryCanceled:
+        raise write_lock_busy("camera") from None
     row = read.fetchone()
     if row is None:
         raise Problem(404, f"no camera {camera_id}")

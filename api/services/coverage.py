@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Engine, text
 
 from api.audit import record_write
 from api.services.incidents import reflag_gaps, refresh_incident_gaps
+from api.services.write_locks import wait_for_write_lock
 from geo import coverage as geo_coverage
 from geo.camera import ACTIVE_STATUSES, DORI_LEVELS
 from geo.coverage import FovSet, Places, Roads, public_ratio
@@ -258,7 +259,7 @@ CAMERA_WRITE_LOCK_SQL = "SELECT pg_advisory_xact_lock(%(key)s)"  # psycopg's par
 
 def begin_camera_write(conn: Connection) -> None:
     """Wait for other camera writers; the lock is held until the transaction ends."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CAMERA_WRITE_LOCK_KEY})
+    wait_for_write_lock(conn, CAMERA_WRITE_LOCK_KEY, "camera")
 
 
 # -- inputs ------------------------------------------------------------------------------------

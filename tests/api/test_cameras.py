@@ -16,7 +16,7 @@ from api.db import create_scratch_database, drop_scratch_database, make_engine
 from api.migrate import upgrade
 from api.services.cameras import EDITABLE as CAMERA_EDITABLE
 from api.services.cameras import FOV_FIELDS, camera_frame, check_camera, validate_cameras
-from api.services.coverage import CAMERA_COLUMNS
+from api.services.coverage import CAMERA_COLUMNS, CAMERA_WRITE_LOCK_KEY
 from api.services.demo import load_demo
 from api.services.validation import RowsRejected
 from api.settings import Settings
@@ -592,4 +592,39 @@ def test_an_azimuth_rounding_up_to_360_reads_as_0_and_edits_go_through(world):
         resent = client.patch(url, json={"properties": form}, headers=headers["admin"])
         assert resent.status_code == 200, resent.text
     finally:
+        client.delete(url, headers=headers["admin"])
+
+
+def test_an_edit_stuck_behind_a_long_camera_write_is_told_so(world):
+    """A PATCH or DELETE waiting on the camera write lock past the statement timeout (an
+    import holding it) gets a 409 saying so, not "database unavailable"; nothing changes."""
+    client, engine, headers = world
+    _code, centre, county = quiet_grid(engine)
+    created = client.post(
+        "/v1/cameras", json=camera_body(centre, county), headers=headers["admin"]
+    ).json()
+    url = f"/v1/cameras/{created['id']}"
+    database_url = engine.url.render_as_string(hide_password=False)
+    settings = Settings(database_url=database_url, statement_timeout_ms=300)
+    impatient_engine = make_engine(database_url, settings)
+    try:
+        with (
+            engine.connect() as importer,
+            TestClient(create_app(settings, impatient_engine)) as impatient,
+        ):
+            importer.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CAMERA_WRITE_LOCK_KEY})
+            patched = impatient.patch(
+                url, json={"properties": {"azimuth_deg": 45.0}}, headers=headers["admin"]
+            )
+            deleted = impatient.delete(url, headers=headers["admin"])
+            importer.rollback()
+        for response in (patched, deleted):
+            assert response.status_code == 409, response.text
+            assert "another camera write" in response.json()["detail"]
+            assert response.headers["retry-after"] == "10"
+        after = client.get(url, headers=headers["planner"]).json()["properties"]
+        assert after["azimuth_deg"] == created["properties"]["azimuth_deg"]
+        assert after["version"] == created["properties"]["version"]
+    finally:
+        impatient_engine.dispose()
         client.delete(url, headers=headers["admin"])
