@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import __version__
 from api.auth import KeyCache
-from api.db import make_engine, reads_only, resolve_database_url
+from api.db import make_engine, reads_only, resolve_database_url, warm_pool
 from api.errors import GridcoverError, Problem
 from api.limits import BodyLimit
 from api.responses import ProblemResponse
@@ -178,6 +179,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.grid_locator = GridLocator(app.state.engine)
         app.state.address_book = AddressBook(app.state.engine)
         app.state.grid_locator.start()
+        if settings.db_warm_at_start:
+            threading.Thread(
+                target=warm_pool,
+                args=(app.state.engine, settings.db_pool_size),
+                name="warm-pool",
+                daemon=True,
+            ).start()
         try:
             yield
         finally:

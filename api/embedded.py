@@ -297,7 +297,12 @@ class EmbeddedCluster:
             # pg_ctl said it is not running, so the pid file is a crashed run's leftover.
             self._run(["rm", "-f", str(stale_pid)])
         socket_dir = state.data_dir if len(state.data_dir) < MAX_SOCKET_PATH - 20 else ""
-        options = f"-p {state.port} -c listen_addresses=127.0.0.1 -k '{socket_dir}'"
+        # Room for every server process's pool (GRIDCOVER_DB_POOL_SIZE each, up to 1.5x)
+        # beside the command line, tests and benchmarks.
+        options = (
+            f"-p {state.port} -c listen_addresses=127.0.0.1 -k '{socket_dir}' "
+            "-c max_connections=300"
+        )
         log_file = Path(state.data_dir, "server.log")
         result = self._run(
             [

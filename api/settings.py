@@ -44,7 +44,13 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(
+        default=20, ge=1, description="sessions kept open per server process (up to 1.5x)"
+    )
+    db_warm_at_start: bool = Field(
+        default=True,
+        description="open the pool's sessions at start and load PostGIS and PROJ in each",
+    )
     db_connect_timeout_s: int = Field(default=3, ge=1)
     statement_timeout_ms: int = Field(default=30_000, ge=100)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"

@@ -23,6 +23,10 @@ from api.db import (
 from api.migrate import upgrade
 from api.settings import Settings
 
+# The dozens of apps the tests start would each open and warm a pool of sessions they
+# never need; test_db.py checks the warming itself.
+os.environ["GRIDCOVER_DB_WARM_AT_START"] = "false"
+
 
 def _server_url() -> str:
     """A URL of a database on the server that the test databases are created on."""

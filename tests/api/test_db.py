@@ -12,6 +12,7 @@ from api.app import create_app
 from api.auth import create_api_key
 from api.db import create_scratch_database, drop_scratch_database, libpq_url, make_engine
 from api.migrate import current_revision, head_revision, upgrade
+from api.settings import Settings
 
 SQUARE_NEAR_JISHOU = (
     "MULTIPOLYGON(((109.70 28.26, 109.71 28.26, 109.71 28.27, 109.70 28.27, 109.70 28.26)))"
@@ -177,3 +178,27 @@ def test_a_replacement_connection_that_dies_too_is_a_503(database_url, settings)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["retry-after"] == "5"
+
+
+def test_a_server_opens_and_warms_its_sessions_at_start(database_url):
+    """With `db_warm_at_start`, the pool holds `db_pool_size` sessions soon after start,
+    each having run a coordinate transformation (the first one costs a session ~150 ms),
+    so the first requests under load open no sessions."""
+    settings = Settings(database_url=database_url, db_pool_size=3, db_warm_at_start=True)
+    engine = make_engine(database_url, settings)
+    transformed: list[int] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "ST_Transform" in statement:
+            transformed.append(id(conn.connection.dbapi_connection))
+
+    try:
+        with TestClient(create_app(settings, engine)):
+            deadline = time.monotonic() + 20
+            while engine.pool.checkedin() < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert engine.pool.checkedin() == 3
+            assert len(set(transformed)) == 3  # each session once
+    finally:
+        engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyproj import Transformer
 
 from geo import crs
 
@@ -412,3 +414,28 @@ def test_scalar_projection_of_impossible_points_is_nan(dst):
         assert math.isnan(x) and math.isnan(y)
         xs, ys = crs.convert(np.array([lon]), np.array([lat]), "wgs84", dst)
         assert np.isnan(xs[0]) and np.isnan(ys[0])
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [(4326, 4546), (4546, 4326), (4326, 3857), (3857, 4326), (4546, 3857)]
+)
+def test_shared_transformers_answer_as_proj_chooses_in_every_thread(src, dst):
+    """The pinned pipelines (cheap to start in a new request thread) give exactly what
+    PROJ's own choice of operation gives, in any thread."""
+    lon, lat = _points(21, XIANGXI, 50)
+    if src != 4326:
+        lon, lat = Transformer.from_crs(4326, src, always_xy=True).transform(lon, lat)
+    want = Transformer.from_crs(f"EPSG:{src}", f"EPSG:{dst}", always_xy=True).transform(lon, lat)
+    got: list[tuple[np.ndarray, np.ndarray]] = []
+    workers = [
+        threading.Thread(target=lambda: got.append(crs._transformer(src, dst).transform(lon, lat)))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(got) == 4
+    for x, y in got:
+        np.testing.assert_array_equal(x, want[0])
+        np.testing.assert_array_equal(y, want[1])
