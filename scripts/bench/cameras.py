@@ -102,16 +102,6 @@ def postgis_edits(url: str, ids: list[int]) -> dict[str, float]:
     return percentiles_ms(times)
 
 
-def api_visible_single(base: str, key: str, lon: np.ndarray, lat: np.ndarray) -> dict:
-    times = []
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
-        for x, y in zip(lon, lat, strict=True):
-            start = time.perf_counter()
-            http.get("/v1/cameras/visible", params={"lon": x, "lat": y}).raise_for_status()
-            times.append(time.perf_counter() - start)
-    return percentiles_ms(times)
-
-
 def postgis_visible(url: str, lon: np.ndarray, lat: np.ndarray) -> dict:
     times = []
     with psycopg.connect(libpq_url(url)) as conn:
@@ -167,12 +157,12 @@ def main() -> None:
         pg_visible = postgis_visible(url, lon, lat)
         print("serving and measuring HTTP ...", file=sys.stderr)
         with served(url, args.workers) as base:
-            api_visible_single(base, dispatcher, lon[:50], lat[:50])  # warm up
-            visible_1 = api_visible_single(base, dispatcher, lon, lat)
             paths = [
                 f"/v1/cameras/visible?lon={x:.7f}&lat={y:.7f}"
                 for x, y in zip(lon, lat, strict=True)
             ]
+            open_loop_latency(base, dispatcher, paths, 20, 5.0, 5)  # warm both workers up
+            visible_1 = open_loop_latency(base, dispatcher, paths, 1, 50.0, args.seconds)
             visible_20 = open_loop_latency(base, dispatcher, paths, 20, 10.0, args.seconds)
             edit = api_edits(base, admin, ids[: args.edits])
 
@@ -182,7 +172,7 @@ def main() -> None:
         (f"ours: PATCH a camera + coverage, via HTTP ({args.edits} edits)", edit),
         ("ours: the same edit in this process (update_camera)", own_edit),
         ("PostGIS: lateral ST_Union recompute of its grids (SQL only)", pg_edit),
-        ("ours: GET /v1/cameras/visible, 1 client", visible_1),
+        ("ours: GET /v1/cameras/visible, 1 client x 50 req/s", visible_1),
         ("ours: GET /v1/cameras/visible, 20 clients x 10 req/s", visible_20),
         ("ours: cameras_visible in this process", own_visible),
         ("PostGIS: FOVs containing the point (SQL only, 1 client)", pg_visible),
