@@ -179,6 +179,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.grid_locator = GridLocator(app.state.engine)
         app.state.address_book = AddressBook(app.state.engine)
         app.state.grid_locator.start()
+        app.state.address_book.start()
         if settings.db_warm_at_start:
             threading.Thread(
                 target=warm_pool,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from api.services.bulk import copy_frame, select_columns
 from api.services.lookup import freeze_long_lived
 from api.services.validation import RowErrors
 from geo.address import AddressMatcher
+
+log = logging.getLogger("gridcover")
 
 PRECISIONS = ("house_number", "road", "village", "township", "county")
 
@@ -77,6 +80,18 @@ class AddressBook:
         self._matcher: AddressMatcher | None = None
         self._fingerprint: tuple[object, ...] | None = None
         self._checked_at = 0.0
+
+    def start(self) -> None:
+        """Build the matcher now, in the background: built by the first address lookup
+        instead, it held that process for seconds (its requests waiting, and every other
+        thread on the GIL). A database not there yet leaves it to that first lookup."""
+        threading.Thread(target=self._build_quietly, name="address-matcher", daemon=True).start()
+
+    def _build_quietly(self) -> None:
+        try:
+            self.matcher()
+        except Exception:  # the first address lookup tries again, and reports
+            log.warning("could not build the address matcher at start-up", exc_info=True)
 
     def matcher(self) -> AddressMatcher:
         with self._lock:

@@ -520,3 +520,34 @@ def test_a_loaded_index_answers_without_converting_geometries(demo, monkeypatch)
     for index in (snapshot.index, reloaded.index):
         place = index.place(lon, lat, 50.0)
         assert place.index == 0 and place.distance_to_boundary_m > 0
+
+
+def test_a_started_server_builds_its_address_matcher_before_the_first_address(
+    small_demo_url, monkeypatch
+):
+    """The matcher is built in the background at start: built by the first address lookup
+    instead, it held that server process for seconds while requests queued."""
+    settings = Settings(database_url=small_demo_url)
+    engine = make_engine(small_demo_url, settings)
+    with engine.begin() as conn:
+        key = create_api_key(conn, "dispatcher", "matcher at start")[1]
+        address = conn.execute(text("SELECT full_text FROM address LIMIT 1")).scalar_one()
+    try:
+        with TestClient(create_app(settings, engine)) as client:
+            book = client.app.state.address_book
+            deadline = time.monotonic() + 60
+            while book._matcher is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+            def no_build(*args, **kwargs):
+                raise AssertionError("the address matcher was built by a request")
+
+            monkeypatch.setattr("api.services.addresses.load_address_matcher", no_build)
+            response = client.get(
+                "/v1/lookup",
+                params={"address": address},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert response.status_code == 200, response.text
+    finally:
+        engine.dispose()
