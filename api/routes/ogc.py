@@ -693,7 +693,7 @@ class OGCFeaturesFactory:
             feature = store.cached_item(collection, principal, feature_id, crs, at)
             if feature is None:
                 feature = await run_in_threadpool(
-                    store.item, request.app.state.engine, collection, principal, feature_id, crs, at
+                    store.item, request.app.state.reader, collection, principal, feature_id, crs, at
                 )
             if feature is None:
                 raise Problem(404, f"no feature {feature_id!r} in collection {collection.id}")

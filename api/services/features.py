@@ -64,7 +64,6 @@ from sqlalchemy.sql.selectable import FromClause
 
 from api.auth import Principal
 from api.cql2 import CQL2Error, Queryable, compile_filter, parse, parse_timestamp
-from api.db import reads_only
 from api.errors import Problem
 from api.services.incidents import FINISHED_STATES
 from geo.camera import DORI_LEVELS
@@ -877,7 +876,8 @@ class FeatureStore:
         at: datetime | None = None,
     ) -> dict[str, Any] | None:
         """Feature `fid` as the caller may see it (None: no such feature), current or at `at`;
-        from the cache when it holds. Do not change what it returns: others get it too."""
+        from the cache when it holds. Do not change what it returns: others get it too.
+        `engine` reads in autocommit (`api.db.reads_only`)."""
         key_values = _key_values(collection, fid)
         if key_values is None:
             return None
@@ -888,7 +888,7 @@ class FeatureStore:
             cached = self.features.get(key, marker)
             if cached is not None:
                 return cached
-        with reads_only(engine).connect() as conn:
+        with engine.connect() as conn:
             if key is not None and marker is None:
                 marker = self.markers.read(conn, collection.tables)
                 cached = self.features.get(key, marker)
