@@ -39,6 +39,7 @@ from api.routes import (
     web,
 )
 from api.services.addresses import AddressBook
+from api.services.camera_sights import CameraSights
 from api.services.lookup import GridLocator
 from api.services.validation import RowsRejected
 from api.settings import Settings, get_settings
@@ -178,8 +179,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.key_cache = KeyCache(app.state.reader, settings.key_recheck_s)
         app.state.grid_locator = GridLocator(app.state.engine)
         app.state.address_book = AddressBook(app.state.engine)
+        app.state.camera_sights = CameraSights(app.state.engine)
         app.state.grid_locator.start()
         app.state.address_book.start()
+        app.state.camera_sights.start()
         if settings.db_warm_at_start:
             threading.Thread(
                 target=warm_pool,
@@ -191,6 +194,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             yield
         finally:
             app.state.grid_locator.stop()
+            app.state.camera_sights.stop()
             if owns_engine:
                 app.state.engine.dispose()
 

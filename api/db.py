@@ -222,3 +222,49 @@ def drop_scratch_database(server_url: str, url: str) -> None:
 def configured_engine(settings: Settings) -> Engine:
     """The engine for the configured database (the embedded one started if needed)."""
     return make_engine(resolve_database_url(settings), settings)
+
+
+class ChannelListener:
+    """One connection LISTENing on a NOTIFY channel, for a background thread; it connects
+    when asked and reports a broken connection instead of raising, so the thread can
+    keep serving what it has while the database is away."""
+
+    def __init__(self, engine: Engine, channel: str):
+        self._url = libpq_url(engine.url.render_as_string(hide_password=False))
+        self._channel = channel
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def connect(self) -> bool:
+        """Listen from now on; False while the database cannot be reached. Notices sent
+        while not connected are lost: after connecting, read everything again."""
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=3)
+            conn.execute(f"LISTEN {self._channel}")
+        except psycopg.Error:
+            return False
+        self._conn = conn
+        return True
+
+    def notices(self, timeout_s: float) -> list[str] | None:
+        """The payloads of the notices waiting or arriving within `timeout_s` (returning
+        at the first), [] when none came, None when not connected (the connection broke
+        now or before)."""
+        if self._conn is None:
+            return None
+        try:
+            first = [n.payload for n in self._conn.notifies(timeout=timeout_s, stop_after=1)]
+            if not first:
+                return []
+            return first + [n.payload for n in self._conn.notifies(timeout=0.0)]
+        except psycopg.Error:
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

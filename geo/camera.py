@@ -75,6 +75,7 @@ __all__ = [
     "DORI_PPM",
     "LENS_HFOV_DEG",
     "WIDE_HFOV_DEG",
+    "SightIndex",
     "dori_distance_m",
     "effective_hfov_deg",
     "fov_sectors",
@@ -387,7 +388,8 @@ def visible_from(
     cy = np.atleast_1d(np.asarray(cam_y, dtype=np.float64))
     az = np.broadcast_to(np.atleast_1d(np.asarray(azimuth_deg, dtype=np.float64)), cx.shape)
     fov = np.broadcast_to(np.atleast_1d(np.asarray(hfov_deg, dtype=np.float64)), cx.shape)
-    ranges = np.asarray(ranges_m, dtype=np.float64).reshape(len(cx), -1)
+    ranges = np.asarray(ranges_m, dtype=np.float64)
+    ranges = ranges.reshape(len(cx), ranges.shape[-1] if ranges.ndim == 2 else -1)
     dx = float(px) - cx
     dy = float(py) - cy
     distance = np.hypot(dx, dy)
@@ -407,3 +409,62 @@ def visible_from(
         seen = in_angle & (distance <= ranges[:, k])
         level[seen] = k
     return distance, bearing, level
+
+
+class SightIndex:
+    """Cameras indexed to ask :func:`visible_from` about one point at a time.
+
+    Built from arrays of n cameras: EPSG:4546 position (metres), azimuth from true
+    north and stored HFOV (degrees), and the ``(n, 4)`` level ranges of
+    :func:`level_ranges_m`. A camera is a candidate for a point when the point lies in
+    the square of side ``2 r`` centred on it, ``r`` its detect range (the longest);
+    :meth:`sees` then decides with the exact geometry, so the index never adds or drops
+    a camera. Cameras without a positive, finite detect range see nothing.
+    """
+
+    def __init__(
+        self,
+        x_m: ArrayLike,
+        y_m: ArrayLike,
+        azimuth_deg: ArrayLike,
+        hfov_deg: ArrayLike,
+        ranges_m: ArrayLike,
+    ):
+        self.x_m = np.atleast_1d(np.asarray(x_m, dtype=np.float64))
+        n = len(self.x_m)
+        self.y_m = np.atleast_1d(np.asarray(y_m, dtype=np.float64))
+        self.azimuth_deg = np.broadcast_to(np.asarray(azimuth_deg, dtype=np.float64), (n,))
+        self.hfov_deg = np.broadcast_to(np.asarray(hfov_deg, dtype=np.float64), (n,))
+        self.ranges_m = np.asarray(ranges_m, dtype=np.float64).reshape(n, len(DORI_LEVELS))
+        reach = self.ranges_m[:, 0]
+        squares = shapely.box(
+            self.x_m - reach, self.y_m - reach, self.x_m + reach, self.y_m + reach
+        )
+        squares[~(np.isfinite(reach) & (reach > 0))] = None  # the tree skips them
+        self._tree = shapely.STRtree(squares)
+
+    def __len__(self) -> int:
+        return len(self.x_m)
+
+    def sees(
+        self, px: float, py: float
+    ) -> tuple[NDArray[np.intp], FloatArray, FloatArray, NDArray[np.int64]]:
+        """The cameras that see the EPSG:4546 point (``px``, ``py``), in no set order:
+        ``(rows, distance_m, bearing_deg, level)``, rows into the arrays the index was
+        built from, the rest as :func:`visible_from` gives them (bearing from true
+        north, level an index into :data:`DORI_LEVELS`)."""
+        rows = self._tree.query(shapely.Point(px, py))
+        if not len(rows):
+            nothing = np.empty(0)
+            return rows, nothing, nothing, np.empty(0, dtype=np.int64)
+        distance, bearing, level = visible_from(
+            px,
+            py,
+            self.x_m[rows],
+            self.y_m[rows],
+            self.azimuth_deg[rows],
+            self.hfov_deg[rows],
+            self.ranges_m[rows],
+        )
+        seen = level >= 0
+        return rows[seen], distance[seen], bearing[seen], level[seen]

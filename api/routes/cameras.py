@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, require
@@ -17,11 +18,11 @@ from api.errors import Problem
 from api.responses import GeoJSONResponse, problems
 from api.routes.bodies import PlainText, parse_geometry, refuse_uneditable, validated
 from api.routes.params import LATITUDE_RANGE, bbox_param, check_latitude, coord_sys_param
+from api.services.camera_sights import CameraSights
 from api.services.cameras import (
     EDITABLE,
     CameraFilter,
     camera_etag,
-    cameras_visible,
     create_camera,
     delete_camera,
     read_camera,
@@ -116,8 +117,10 @@ def list_cameras(
 
 
 # Declared before /{camera_id}, which it would otherwise match.
+# Answered from the process's in-memory index of working cameras, on the event loop like
+# lookups; only when cameras changed since it read them does a request wait for a thread.
 @router.get("/visible", summary="Cameras that can see a point, best DORI level first")
-def visible(
+async def visible(
     request: Request,
     principal: Dispatcher,
     lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
@@ -130,9 +133,18 @@ def visible(
     check_latitude(lon, lat)
     lon_wgs, lat_wgs = convert(lon, lat, coord_sys, "wgs84")
     x, y = to_metric(lon_wgs, lat_wgs)
-    with request.app.state.reader.connect() as conn:
-        cameras = cameras_visible(conn, x, y)
+    sights: CameraSights = request.app.state.camera_sights
+    cameras = sights.visible(x, y)
+    if cameras is None:
+        cameras = await run_in_threadpool(sights.visible_now, x, y)
     return {"point": [round(lon_wgs, 7), round(lat_wgs, 7)], "cameras": cameras}
+
+
+def cameras_written(request: Request, camera_ids: list[int] | None) -> None:
+    """After committing a write to cameras (None: any number of them): what this process
+    keeps of them is read again before it answers from it."""
+    invalidate_counts(*CAMERA_TABLES)
+    request.app.state.camera_sights.changed(camera_ids)
 
 
 @router.get(
@@ -165,7 +177,7 @@ def post_camera(
     point = _point(feature.geometry, coord_sys)
     with request.app.state.engine.begin() as conn:
         row = create_camera(conn, feature.properties.model_dump(), point, admin.actor)
-    invalidate_counts(*CAMERA_TABLES)
+    cameras_written(request, [row["id"]])
     return GeoJSONResponse(
         camera_feature(row),
         status_code=201,
@@ -199,7 +211,7 @@ def patch_camera(
         checked = validated(CameraProperties, required | patch.properties)
         changes = {name: checked[name] for name in patch.properties}
         row = update_camera(conn, camera_id, changes, point, if_match, admin.actor)
-    invalidate_counts(*CAMERA_TABLES)
+    cameras_written(request, [camera_id])
     return GeoJSONResponse(camera_feature(row), headers={"ETag": camera_etag(row)})
 
 
@@ -207,5 +219,5 @@ def patch_camera(
 def remove_camera(request: Request, admin: Admin, camera_id: int) -> Response:
     with request.app.state.engine.begin() as conn:
         delete_camera(conn, camera_id, admin.actor)
-    invalidate_counts(*CAMERA_TABLES)
+    cameras_written(request, [camera_id])
     return Response(status_code=204)

@@ -223,6 +223,8 @@ async def import_upload(
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     invalidate_counts(*IMPORTERS[entity].tables)
+    if "camera" in IMPORTERS[entity].tables:
+        request.app.state.camera_sights.changed(None)  # any number of them: read all again
     return report
 
 

@@ -28,7 +28,6 @@ from api.audit import record_write
 from api.errors import Problem
 from api.services.bulk import copy_frame, select_columns
 from api.services.coverage import (
-    ARC_PAD_SHARE,
     CAMERA_WRITE_LOCK_KEY,
     CAMERA_WRITE_LOCK_SQL,
     begin_camera_write,
@@ -36,7 +35,7 @@ from api.services.coverage import (
 )
 from api.services.validation import RowErrors, RowsRejected, unprintable
 from api.services.write_locks import write_lock_busy
-from geo.camera import DEFAULT_HFOV_DEG, DORI_LEVELS, level_ranges_m, visible_from
+from geo.camera import DEFAULT_HFOV_DEG
 from geo.codes import validate_camera_gb_id
 from geo.reference import load_counties, load_prefecture
 
@@ -525,61 +524,3 @@ def _refuse_registered(conn: Connection, gb_id: str) -> None:
                 }
             ],
         )
-
-
-# -- evidence: which cameras see a point -----------------------------------------------------
-# The stored FOV polygons run up to 0.13 % of the range inside the true arcs: candidates
-# are the detect FOVs within that share of the longest detect range (an index lookup).
-VISIBLE_CANDIDATES_SQL = """
-SELECT c.id, c.gb_id, c.kind, c.azimuth_deg, c.hfov_deg, c.resolution_h_px, c.range_m,
-       ST_X(c.geom_m) AS x, ST_Y(c.geom_m) AS y
-FROM camera_fov f JOIN camera c ON c.id = f.camera_id
-WHERE f.level = 'detect' AND ST_DWithin(
-    f.geom_m, ST_SetSRID(ST_Point(:x, :y), 4546),
-    (SELECT max(range_m) FROM camera_fov WHERE level = 'detect') * :share + 0.01)
-"""
-
-
-def cameras_visible(conn: Connection, x_m: float, y_m: float) -> list[dict[str, Any]]:
-    """Cameras whose FOV holds the EPSG:4546 point, with distance, bearing (clockwise from
-    true north) and the finest DORI level they reach there: best level first, then nearest.
-
-    Candidates come from the stored detect-level FOVs (one index lookup; only working
-    cameras have FOVs); the exact sector geometry (`geo.camera.visible_from`) then
-    decides, so the polygons' arc approximation never adds or drops a camera. A handful
-    of rows: plain arrays, no DataFrame (whose overhead would be most of the time).
-    """
-    rows = conn.execute(
-        text(VISIBLE_CANDIDATES_SQL), {"x": x_m, "y": y_m, "share": ARC_PAD_SHARE}
-    ).all()
-    if not rows:
-        return []
-    ids, gb_ids, kinds, azimuth, hfov, resolution, range_m, x, y = zip(*rows, strict=True)
-    hfov_deg = np.array(hfov, dtype=np.float64)
-    ranges = level_ranges_m(
-        np.array(kinds, dtype=object),
-        np.array(resolution, dtype=np.float64),
-        hfov_deg,
-        np.array([np.nan if r is None else r for r in range_m], dtype=np.float64),
-    )
-    distance, bearing, level = visible_from(
-        x_m,
-        y_m,
-        np.array(x, dtype=np.float64),
-        np.array(y, dtype=np.float64),
-        np.array(azimuth, dtype=np.float64),
-        hfov_deg,
-        ranges,
-    )
-    seen = np.flatnonzero(level >= 0)
-    order = seen[np.lexsort((distance[seen], -level[seen]))]
-    return [
-        {
-            "camera_id": int(ids[i]),
-            "gb_id": str(gb_ids[i]),
-            "distance_m": round(float(distance[i]), 1),
-            "bearing_deg": round(float(bearing[i]), 1),
-            "level": DORI_LEVELS[level[i]],
-        }
-        for i in order.tolist()
-    ]

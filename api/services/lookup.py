@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psycopg
 import shapely
 from sqlalchemy import Connection, Engine, text
 
-from api.db import libpq_url
+from api.db import ChannelListener
 from geo.address import AddressMatch
 from geo.assign import GridIndex
 from geo.crs import convert
@@ -290,13 +289,12 @@ class GridLocator:
             self.current()
         except Exception:  # no database yet: the first lookup builds it
             log.warning("could not build the grid index at start-up", exc_info=True)
-        listener: psycopg.Connection | None = None
+        listener = ChannelListener(self._engine, GRID_CHANGED_CHANNEL)
         failing = False  # an outage is logged when it starts and ends, not at every poll
         while not self._stop.is_set():
-            if listener is None:
-                listener = self._listen()
-            if not self._wait_for_notice(listener):
-                listener = None  # the database went away; listen again when it is back
+            if not listener.connected:
+                listener.connect()
+            self._wait_for_notice(listener)
             self._wake.clear()
             if self._stop.is_set() or self._current is None:
                 continue
@@ -314,35 +312,20 @@ class GridLocator:
                 if failing:
                     log.warning("grid index refreshed again after the database came back")
                 failing = False
-        if listener is not None:
-            listener.close()
+        listener.close()
 
-    def _listen(self) -> psycopg.Connection | None:
-        """A connection listening for grid writes, or None while the database is away."""
-        try:
-            url = self._engine.url.render_as_string(hide_password=False)
-            conn = psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=3)
-            conn.execute(f"LISTEN {GRID_CHANGED_CHANNEL}")
-            return conn
-        except psycopg.Error:
-            return None
-
-    def _wait_for_notice(self, listener: psycopg.Connection | None) -> bool:
-        """Block until a grid write is announced, `grids_changed` or `stop` is called, or
-        the poll interval passes; False when the listening connection broke."""
+    def _wait_for_notice(self, listener: ChannelListener) -> None:
+        """Block until a grid write is announced, `grids_changed` or `stop` is called, the
+        listening connection breaks, or the poll interval passes."""
         # Short slices, so that stop() and grids_changed() are noticed quickly.
         deadline = time.monotonic() + self._poll_interval_s
         while time.monotonic() < deadline and not self._wake.is_set():
-            if listener is None:
+            if not listener.connected:
                 self._wake.wait(0.25)
                 continue
-            try:
-                if any(True for _ in listener.notifies(timeout=0.25, stop_after=1)):
-                    return True
-            except psycopg.Error:
-                listener.close()
-                return False
-        return listener is not None
+            found = listener.notices(0.25)
+            if found is None or found:
+                return
 
 
 @dataclass(frozen=True)

@@ -340,6 +340,45 @@ def test_visible_lists_cameras_best_level_first(world):
             client.delete(f"/v1/cameras/{camera_id}", headers=headers["admin"])
 
 
+def test_visible_follows_each_edit_at_once(world):
+    """Answers come from memory; an edit made through the API shows in the very next one."""
+    client, engine, headers = world
+    _, centre, county = quiet_grid(engine)
+    created = client.post(
+        "/v1/cameras",
+        json=camera_body(offset_point(centre, -10, 0), county),
+        headers=headers["admin"],
+    ).json()
+    url = f"/v1/cameras/{created['id']}"
+
+    def seen() -> list[str]:
+        body = client.get(
+            "/v1/cameras/visible",
+            params={"lon": centre.x, "lat": centre.y},
+            headers=headers["dispatcher"],
+        ).json()
+        return [c["level"] for c in body["cameras"] if c["camera_id"] == created["id"]]
+
+    def patch(properties: dict, **geometry) -> None:
+        body = {"properties": properties} | geometry
+        assert client.patch(url, json=body, headers=headers["admin"]).status_code == 200
+
+    try:
+        assert seen() == ["observe"]  # 10 m: observe reaches 15.4 m, recognize 7.7 m
+        patch({"azimuth_deg": 270.0})
+        assert seen() == []
+        patch({"azimuth_deg": 90.0, "resolution_h_px": 3840})
+        assert seen() == ["recognize"]
+        west = offset_point(centre, -120, 0)
+        patch({}, geometry={"type": "Point", "coordinates": [west.x, west.y]})
+        assert seen() == []
+        patch({"range_m": 500.0, "resolution_h_px": 100_000})
+        assert seen() == ["identify"]
+    finally:
+        client.delete(url, headers=headers["admin"])
+    assert seen() == []
+
+
 # A camera standing in county 433101 (吉首市) and variations of it, good and bad.
 JISHOU = shapely.Point(109.7, 28.3)
 GOOD = {

@@ -18,6 +18,7 @@ from geo.camera import (
     DORI_LEVELS,
     DORI_PPM,
     LENS_HFOV_DEG,
+    SightIndex,
     dori_distance_m,
     effective_hfov_deg,
     fov_sectors,
@@ -216,6 +217,35 @@ def test_visible_from_agrees_with_polygons(azimuth, hfov, radius, dist_frac, bea
         assert inside == (lvl[0] >= 0)
     if dist_frac > 0.01:
         assert (b[0] - bearing + 180) % 360 - 180 == pytest.approx(0, abs=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 40))
+def test_sight_index_finds_what_every_camera_checked_finds(seed, n):
+    """The index only picks candidates: over any cameras (some with no range) and any
+    point, it answers exactly what `visible_from` answers over all of them."""
+    rng = np.random.default_rng(seed)
+    cx, cy = X0 + rng.uniform(-300, 300, n), Y0 + rng.uniform(-300, 300, n)
+    az, hfov = rng.uniform(0, 360, n), rng.choice([30.0, 90.0, 200.0, 360.0], n)
+    detect = rng.choice([np.nan, 0.0, 40.0, 150.0], n, p=[0.1, 0.1, 0.4, 0.4])
+    ranges = detect[:, None] * np.array([1.0, 0.4, 0.2, 0.1])
+    # points near cameras (on their boundary too), and one anywhere
+    points = [(X0, Y0)]
+    if n:
+        pick, along = rng.integers(0, n, 30), np.radians(rng.uniform(0, 360, 30))
+        reach = np.nan_to_num(detect[pick]) * rng.choice([0.5, 1.0], 30)
+        px, py = cx[pick] + reach * np.sin(along), cy[pick] + reach * np.cos(along)
+        points += zip(px.tolist(), py.tolist(), strict=True)
+    index = SightIndex(cx, cy, az, hfov, ranges)
+    for x, y in points:
+        rows, distance, bearing, level = index.sees(x, y)
+        d_all, b_all, l_all = visible_from(x, y, cx, cy, az, hfov, ranges)
+        seen = np.flatnonzero((l_all >= 0) & (detect > 0))
+        assert sorted(rows.tolist()) == seen.tolist()
+        order = np.argsort(rows)
+        assert distance[order].tolist() == d_all[seen].tolist()
+        assert bearing[order].tolist() == b_all[seen].tolist()
+        assert level[order].tolist() == l_all[seen].tolist()
 
 
 def test_module_exports():

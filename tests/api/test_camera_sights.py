@@ -1,0 +1,240 @@
+"""api.services.camera_sights: the in-memory cameras behind `cameras/visible`, and the
+notices (migration 0008) that keep every server process's copy current."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from api.db import libpq_url, make_engine
+from api.services import camera_sights
+from api.services.camera_sights import CAMERA_CHANGED_CHANNEL, CameraSights
+from api.settings import Settings
+from geo.camera import DORI_LEVELS, is_active, level_ranges_m, visible_from
+from geo.codes import make_gb28181
+
+
+@pytest.fixture(scope="module")
+def demo_engine(small_demo_url) -> Iterator[Engine]:
+    engine = make_engine(small_demo_url, Settings(database_url=small_demo_url))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sights(demo_engine) -> Iterator[CameraSights]:
+    """A CameraSights listening, with its first read done."""
+    found = CameraSights(demo_engine)
+    found.start()
+    deadline = time.monotonic() + 30
+    while found.visible(0.0, 0.0) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield found
+    found.stop()
+
+
+@pytest.fixture
+def spare_cameras(demo_engine) -> Iterator[list[int]]:
+    """Ids of cameras of the demo whose name, status and azimuth a test may change by
+    hand: they are put back after (their stored FOVs are never touched)."""
+    with demo_engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, name, status, azimuth_deg FROM camera ORDER BY id LIMIT 400")
+        ).all()
+    yield [row.id for row in rows]
+    with demo_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE camera SET name = :name, status = :status, azimuth_deg = :azimuth_deg "
+                "WHERE id = :id"
+            ),
+            [row._asdict() for row in rows],
+        )
+
+
+def exact_answers(engine: Engine, points: list[tuple[float, float]]) -> list[list[tuple]]:
+    """Per EPSG:4546 point, (camera id, level) of the cameras that see it, from every
+    camera as stored, best level first, then nearest: what any in-memory shortcut must
+    give."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT id, kind, ST_X(geom_m), ST_Y(geom_m), azimuth_deg, hfov_deg, "
+                "resolution_h_px, coalesce(range_m, 'NaN'), status FROM camera"
+            )
+        ).all()
+    ids, kind, cx, cy, az, hfov, res, cap, status = (np.array(c) for c in zip(*rows, strict=True))
+    active = is_active(status)
+    ranges = level_ranges_m(kind, res.astype(float), hfov.astype(float), cap.astype(float))
+    answers = []
+    for x, y in points:
+        distance, _, level = visible_from(x, y, cx, cy, az, hfov, ranges)
+        seen = np.flatnonzero(active & (level >= 0))
+        order = seen[np.lexsort((distance[seen], -level[seen]))]
+        answers.append([(int(ids[i]), DORI_LEVELS[level[i]]) for i in order])
+    return answers
+
+
+def answer(sights: CameraSights, x: float, y: float) -> list[tuple[int, str]]:
+    return [(c["camera_id"], c["level"]) for c in sights.visible_now(x, y)]
+
+
+def points_near_cameras(engine: Engine, n: int, seed: int = 5) -> list[tuple[float, float]]:
+    """EPSG:4546 points 0-60 m from random cameras, so most are seen by some."""
+    with engine.connect() as conn:
+        xy = np.array(conn.execute(text("SELECT ST_X(geom_m), ST_Y(geom_m) FROM camera")).all())
+    rng = np.random.default_rng(seed)
+    picked = xy[rng.integers(0, len(xy), n)]
+    angle, reach = rng.uniform(0, 2 * np.pi, n), rng.uniform(0, 60, n)
+    return list(
+        zip(picked[:, 0] + reach * np.sin(angle), picked[:, 1] + reach * np.cos(angle), strict=True)
+    )
+
+
+SET_STATUS = text("UPDATE camera SET status = :status WHERE id = :id")
+
+
+def wait_for(condition, timeout_s: float = 2.0) -> float:
+    """Seconds until `condition()` held; fails after `timeout_s`."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout_s, "not seen in time"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def test_answers_equal_the_exact_geometry_over_every_camera(demo_engine, sights):
+    points = points_near_cameras(demo_engine, 300)
+    answers = [answer(sights, x, y) for x, y in points]
+    assert sum(1 for a in answers if a) > 100  # the points do meet cameras
+    assert answers == exact_answers(demo_engine, points)
+
+
+def test_each_write_statement_announces_its_cameras(demo_engine, spare_cameras):
+    """Ids for a few cameras, `*` for more than 200, nothing for a rolled-back write."""
+    url = libpq_url(demo_engine.url.render_as_string(hide_password=False))
+    with psycopg.connect(url, autocommit=True) as listener, psycopg.connect(url) as writer:
+        listener.execute(f"LISTEN {CAMERA_CHANGED_CHANNEL}")
+        few, many = spare_cameras[:3], spare_cameras[:250]
+        writer.execute("UPDATE camera SET name = name || '.' WHERE id = ANY(%s)", [few])
+        writer.commit()
+        writer.execute("UPDATE camera SET name = name || '.' WHERE id = ANY(%s)", [many])
+        writer.commit()
+        writer.execute("DELETE FROM camera WHERE id = %s", [few[0]])
+        writer.rollback()
+        writer.execute("UPDATE camera SET name = name WHERE false")
+        writer.commit()
+        payloads = [n.payload for n in listener.notifies(timeout=1.0)]
+    assert [sorted(map(int, payloads[0].split(","))), *payloads[1:]] == [sorted(few), "*"]
+
+
+def test_a_camera_written_by_hand_in_sql_is_seen_within_a_second(
+    demo_engine, sights, spare_cameras
+):
+    """Another process's write reaches this one by its notice, with no call here."""
+    model = spare_cameras[0]
+    with demo_engine.begin() as conn:
+        x, y = conn.execute(
+            text("SELECT ST_X(geom_m), ST_Y(geom_m) FROM camera WHERE id = :id"), {"id": model}
+        ).one()
+        county = conn.execute(
+            text("SELECT county_code FROM camera WHERE id = :id"), {"id": model}
+        ).scalar_one()
+        camera_id = conn.execute(
+            text(
+                "INSERT INTO camera (gb_id, name, kind, height_m, azimuth_deg, hfov_deg, "
+                "resolution_h_px, status, county_code, geom) "
+                "SELECT :gb_id, 'by hand', 'dome', 4, 0, 360, 1920, 'online', county_code, geom "
+                "FROM camera WHERE id = :id RETURNING id"
+            ),
+            {"gb_id": make_gb28181(county, 132, 777_001), "id": model},
+        ).scalar_one()
+
+    def sees() -> bool:
+        found = sights.visible(x, y)
+        return found is not None and camera_id in [c["camera_id"] for c in found]
+
+    try:
+        wait_for(sees)
+        with demo_engine.begin() as conn:
+            conn.execute(
+                text("UPDATE camera SET status = 'fault' WHERE id = :id"), {"id": camera_id}
+            )
+        wait_for(lambda: not sees())
+        with demo_engine.begin() as conn:
+            conn.execute(
+                text("UPDATE camera SET status = 'online' WHERE id = :id"), {"id": camera_id}
+            )
+        wait_for(sees)
+    finally:
+        with demo_engine.begin() as conn:
+            conn.execute(text("DELETE FROM camera WHERE id = :id"), {"id": camera_id})
+    wait_for(lambda: not sees())
+
+
+def test_no_answer_while_marked_cameras_are_unread(demo_engine, spare_cameras):
+    """In the writing process an answer never comes from cameras being read again."""
+    found = CameraSights(demo_engine)
+    found.catch_up()
+    assert found.visible(0.0, 0.0) == []
+    found.changed([spare_cameras[0]])
+    assert found.visible(0.0, 0.0) is None
+    found.catch_up()
+    assert found.visible(0.0, 0.0) == []
+    found.changed(None)
+    assert found.visible(0.0, 0.0) is None
+
+
+def test_many_small_changes_merge_into_one_index_with_the_same_answers(
+    demo_engine, spare_cameras, monkeypatch
+):
+    monkeypatch.setattr(camera_sights, "MERGE_AT", 4)
+    found = CameraSights(demo_engine)
+    found.catch_up()
+    points = points_near_cameras(demo_engine, 150, seed=9)
+    turned = spare_cameras[:10]
+    for camera_id in turned:
+        with demo_engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE camera SET azimuth_deg = mod((azimuth_deg + 90)::numeric, 360), "
+                    "status = CASE WHEN id % 3 = 0 THEN 'offline' ELSE 'online' END "
+                    "WHERE id = :id"
+                ),
+                {"id": camera_id},
+            )
+        found.changed([camera_id])
+        found.catch_up()
+    assert len(found._state.recent_rows) < 4  # merged at least once
+    assert [answer(found, x, y) for x, y in points] == exact_answers(demo_engine, points)
+
+
+def test_notices_missed_while_the_listener_was_away_are_read_after(
+    demo_engine, sights, spare_cameras
+):
+    camera_id = spare_cameras[1]
+    with demo_engine.connect() as conn:
+        x, y = conn.execute(
+            text("SELECT ST_X(geom_m), ST_Y(geom_m) FROM camera WHERE id = :id"),
+            {"id": camera_id},
+        ).one()
+    with demo_engine.begin() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query = 'LISTEN gridcover_camera_changed' AND datname = current_database()"
+            )
+        )
+        conn.execute(text("UPDATE camera SET status = 'offline' WHERE id = :id"), {"id": camera_id})
+    wait_for(
+        lambda: (
+            (found := sights.visible(x, y)) is not None
+            and camera_id not in [c["camera_id"] for c in found]
+        ),
+        timeout_s=5.0,
+    )
