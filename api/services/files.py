@@ -599,9 +599,9 @@ def _to_wgs84(
     max_vertices: int,
 ) -> tuple[gpd.GeoDataFrame, str]:
     """Convert `frame` to EPSG:4326 (2-D); returns it and what the coordinates were."""
-    geoms = _drop_huge(
-        shapely.force_2d(frame.geometry.to_numpy()), frame.index, errors, max_vertices
-    )
+    given = frame.geometry.to_numpy()
+    with_heights = int(np.count_nonzero(shapely.has_z(given)))
+    geoms = _drop_huge(shapely.force_2d(given), frame.index, errors, max_vertices)
     declared_name = _declared_coord_sys(declared)
     if explicit is not None:
         source = explicit
@@ -614,6 +614,9 @@ def _to_wgs84(
         source, coords = "", f"{declared.name} (declared by the file)"
     else:
         source, coords = "wgs84", "wgs84 (default)"
+    if with_heights:
+        rows = "1 row" if with_heights == 1 else f"{with_heights} rows"
+        coords += f"; heights (z) dropped from {rows}: only lon/lat are kept"
     if source in _WGS84_LIKE:
         converted = geoms
     elif source:

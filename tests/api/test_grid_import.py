@@ -411,6 +411,21 @@ def test_projected_geopackage_is_converted_from_its_declared_crs(
     assert_two_halves_stored(db, tolerance=1e-7)  # 1 cm: reprojected and densified
 
 
+def test_heights_in_3d_coordinates_are_dropped_and_the_report_says_so(
+    client, auth, db, villages, tmp_path
+):
+    path = tmp_path / "grids_3d.geojson"
+    frame = two_halves()
+    frame.loc[0, "geometry"] = shapely.force_3d(frame.geometry[0], 312.5)  # metres above sea
+    frame.to_file(path)
+    response = upload(client, "/v1/grids/import", path, auth["admin"])
+    assert response.status_code == 201, response.text
+    assert response.json()["source"]["coordinates"] == (
+        "EPSG:4326 (declared by the file); heights (z) dropped from 1 row: only lon/lat are kept"
+    )
+    assert_two_halves_stored(db)
+
+
 def test_zipped_shapefile_round_trips_over_http(client, auth, db, villages, tmp_path):
     (tmp_path / "shp").mkdir()
     two_halves().to_file(tmp_path / "shp" / "grids.shp")
