@@ -236,6 +236,7 @@ class ChannelListener:
 
     @property
     def connected(self) -> bool:
+        """Whether the connection is up, as far as it was last seen."""
         return self._conn is not None
 
     def connect(self) -> bool:
@@ -243,8 +244,12 @@ class ChannelListener:
         while not connected are lost: after connecting, read everything again."""
         try:
             conn = psycopg.connect(self._url, autocommit=True, connect_timeout=3)
+        except psycopg.Error:
+            return False
+        try:
             conn.execute(f"LISTEN {self._channel}")
         except psycopg.Error:
+            conn.close()
             return False
         self._conn = conn
         return True
@@ -265,6 +270,7 @@ class ChannelListener:
             return None
 
     def close(self) -> None:
+        """Stop listening (`connect` starts again)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -223,8 +223,8 @@ async def import_upload(
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     invalidate_counts(*IMPORTERS[entity].tables)
-    if "camera" in IMPORTERS[entity].tables:
-        request.app.state.camera_sights.changed(None)  # any number of them: read all again
+    if "camera" in IMPORTERS[entity].tables and report.written:
+        request.app.state.camera_sights.changed(None)  # many, maybe: read all again
     return report
 
 

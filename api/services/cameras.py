@@ -1,4 +1,4 @@
-"""Cameras: the registry's SQL (read, create, edit, delete) and the evidence lookup.
+"""Cameras: the registry's SQL (read, create, edit, delete) and its validation.
 
 Every write runs in the caller's transaction, takes the camera write lock, records an
 audit row and, before it returns, brings the FOVs and the coverage of the grids they

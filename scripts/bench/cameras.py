@@ -98,12 +98,17 @@ def edit_to_visible(
     base: str, admin: str, dispatcher: str, ids: list[int], lon: np.ndarray, lat: np.ndarray
 ) -> float:
     """Seconds from a PATCH's answer until `cameras/visible` shows it in 10 answers in a
-    row (with several server processes the requests reach all of them), worst of 6: each
+    row, each on a new connection (so they reach every server process), worst of 6: each
     camera is taken offline, then back online, as seen from a point in front of it."""
     worst = 0.0
     with (
         httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}) as writer,
-        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {dispatcher}"}) as reader,
+        # a new connection per request, so that the answers come from every server process
+        httpx.Client(
+            base_url=base,
+            headers={"Authorization": f"Bearer {dispatcher}"},
+            limits=httpx.Limits(max_keepalive_connections=0),
+        ) as reader,
     ):
 
         def sees(camera_id: int, x: float, y: float) -> bool:

@@ -32,6 +32,7 @@ from api.db import create_scratch_database, drop_scratch_database, make_engine
 from api.migrate import upgrade
 from api.services.admin_areas import write_admin_areas
 from api.services.camera_import import CAMERA_COLUMNS, import_cameras
+from api.services.camera_sights import CameraSights
 from api.services.grid_import import ImportRejected
 from api.services.grids import GRID_KINDS, write_grids
 from api.services.imports import AUDIT_ENTITIES, IMPORTERS
@@ -418,6 +419,21 @@ def assert_bad_rows_reported(errors: list[dict], registered: str, camera_id: int
     assert by_row[12] == [f"already registered as camera {camera_id}"]
     ids = {e["row"]: e.get("id", e.get("code")) for e in errors}
     assert ids[12] == registered and ids[5] == gb(34)
+
+
+def test_imported_cameras_are_in_the_next_visible_answer(client, auth, db, tmp_path):
+    # A copy that listens for no notice: only the import's own mark can bring them in.
+    unlistening = CameraSights(db)
+    unlistening.catch_up()
+    listening, client.app.state.camera_sights = client.app.state.camera_sights, unlistening
+    try:
+        _, camera_id = register_one(client, auth, tmp_path)
+        body = client.get(
+            "/v1/cameras/visible", params={"lon": 109.74, "lat": 28.3}, headers=auth["admin"]
+        ).json()
+    finally:
+        client.app.state.camera_sights = listening
+    assert [c["camera_id"] for c in body["cameras"]] == [camera_id]
 
 
 def test_every_bad_row_is_reported_over_http_and_nothing_is_written(client, auth, db, tmp_path):

@@ -31,9 +31,7 @@ def sights(demo_engine) -> Iterator[CameraSights]:
     """A CameraSights listening, with its first read done."""
     found = CameraSights(demo_engine)
     found.start()
-    deadline = time.monotonic() + 30
-    while found.visible(0.0, 0.0) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: found.visible(0.0, 0.0) is not None, timeout_s=30)
     yield found
     found.stop()
 
@@ -116,21 +114,40 @@ def test_answers_equal_the_exact_geometry_over_every_camera(demo_engine, sights)
 
 
 def test_each_write_statement_announces_its_cameras(demo_engine, spare_cameras):
-    """Ids for a few cameras, `*` for more than 200, nothing for a rolled-back write."""
+    """Ids for up to 200 cameras, `*` for more, nothing for a rolled-back write or one
+    that changed no row."""
     url = libpq_url(demo_engine.url.render_as_string(hide_password=False))
+    rename = "UPDATE camera SET name = name || '.' WHERE id = ANY(%s)"
     with psycopg.connect(url, autocommit=True) as listener, psycopg.connect(url) as writer:
         listener.execute(f"LISTEN {CAMERA_CHANGED_CHANNEL}")
-        few, many = spare_cameras[:3], spare_cameras[:250]
-        writer.execute("UPDATE camera SET name = name || '.' WHERE id = ANY(%s)", [few])
+        writer.execute(rename, [spare_cameras[:3]])
         writer.commit()
-        writer.execute("UPDATE camera SET name = name || '.' WHERE id = ANY(%s)", [many])
+        writer.execute(rename, [spare_cameras[:200]])
         writer.commit()
-        writer.execute("DELETE FROM camera WHERE id = %s", [few[0]])
+        writer.execute(rename, [spare_cameras[:201]])
+        writer.commit()
+        new_id = writer.execute(
+            "INSERT INTO camera (gb_id, name, kind, height_m, azimuth_deg, hfov_deg, "
+            "resolution_h_px, county_code, geom) SELECT %s, 'new', kind, 4, 0, 360, 1920, "
+            "county_code, geom FROM camera WHERE id = %s RETURNING id",
+            [make_gb28181("433101", 132, 777_002), spare_cameras[0]],
+        ).fetchone()[0]
+        writer.commit()
+        writer.execute("DELETE FROM camera WHERE id = %s", [new_id])
+        writer.commit()
+        writer.execute("DELETE FROM camera WHERE id = %s", [spare_cameras[0]])
         writer.rollback()
         writer.execute("UPDATE camera SET name = name WHERE false")
         writer.commit()
         payloads = [n.payload for n in listener.notifies(timeout=1.0)]
-    assert [sorted(map(int, payloads[0].split(","))), *payloads[1:]] == [sorted(few), "*"]
+    ids = [sorted(map(int, p.split(","))) if p != "*" else p for p in payloads]
+    assert ids == [
+        sorted(spare_cameras[:3]),
+        sorted(spare_cameras[:200]),
+        "*",
+        [new_id],
+        [new_id],
+    ]
 
 
 def test_a_camera_written_by_hand_in_sql_is_seen_within_a_second(
@@ -177,23 +194,48 @@ def test_a_camera_written_by_hand_in_sql_is_seen_within_a_second(
     wait_for(lambda: not sees())
 
 
-def test_no_answer_while_marked_cameras_are_unread(demo_engine, spare_cameras):
-    """In the writing process an answer never comes from cameras being read again."""
+def test_writes_here_hold_answers_until_read_and_others_do_not(demo_engine, spare_cameras):
+    """In the writing process an answer never comes from before its write; a write
+    learnt from another process's notice is read without holding answers up."""
     found = CameraSights(demo_engine)
+    assert found.visible(0.0, 0.0) is None  # nothing read yet
     found.catch_up()
     assert found.visible(0.0, 0.0) == []
     found.changed([spare_cameras[0]])
     assert found.visible(0.0, 0.0) is None
-    found.catch_up()
+    assert found.visible_now(0.0, 0.0) == []
+    assert found.visible(0.0, 0.0) == []
+    found.changed([spare_cameras[1]], here=False)
+    found.changed(None, here=False)
     assert found.visible(0.0, 0.0) == []
     found.changed(None)
     assert found.visible(0.0, 0.0) is None
 
 
+def test_a_notice_that_is_no_list_of_ids_reads_everything(demo_engine, sights, spare_cameras):
+    camera_id = spare_cameras[2]
+    with demo_engine.connect() as conn:
+        x, y = conn.execute(
+            text("SELECT ST_X(geom_m), ST_Y(geom_m) FROM camera WHERE id = :id"),
+            {"id": camera_id},
+        ).one()
+    with demo_engine.begin() as conn:
+        conn.execute(SET_STATUS, {"id": camera_id, "status": "online"})
+    wait_for(lambda: camera_id in [c["camera_id"] for c in sights.visible(x, y)])
+    url = libpq_url(demo_engine.url.render_as_string(hide_password=False))
+    # the camera goes offline without a notice (triggers off for this session), then
+    # someone sends a notice by hand
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE camera SET status = 'offline' WHERE id = %s", [camera_id])
+        conn.execute(f"NOTIFY {CAMERA_CHANGED_CHANNEL}, 'cameras 7 and 9'")
+    wait_for(lambda: camera_id not in [c["camera_id"] for c in sights.visible(x, y)])
+
+
 def test_many_small_changes_merge_into_one_index_with_the_same_answers(
     demo_engine, spare_cameras, monkeypatch
 ):
-    monkeypatch.setattr(camera_sights, "MERGE_AT", 4)
+    monkeypatch.setattr(camera_sights, "MERGE_AT_CAMERAS", 4)
     found = CameraSights(demo_engine)
     found.catch_up()
     points = points_near_cameras(demo_engine, 150, seed=9)

@@ -14,6 +14,7 @@ from api.app import create_app
 from api.auth import create_api_key
 from api.db import create_scratch_database, drop_scratch_database, make_engine
 from api.migrate import upgrade
+from api.services.camera_sights import CameraSights
 from api.services.cameras import EDITABLE as CAMERA_EDITABLE
 from api.services.cameras import FOV_FIELDS, camera_frame, check_camera, validate_cameras
 from api.services.coverage import CAMERA_COLUMNS, CAMERA_WRITE_LOCK_KEY
@@ -343,6 +344,10 @@ def test_visible_lists_cameras_best_level_first(world):
 def test_visible_follows_each_edit_at_once(world):
     """Answers come from memory; an edit made through the API shows in the very next one."""
     client, engine, headers = world
+    # A copy that listens for no notice: only the edits' own marks can bring them in.
+    unlistening = CameraSights(engine)
+    unlistening.catch_up()
+    listening, client.app.state.camera_sights = client.app.state.camera_sights, unlistening
     _, centre, county = quiet_grid(engine)
     created = client.post(
         "/v1/cameras",
@@ -374,9 +379,11 @@ def test_visible_follows_each_edit_at_once(world):
         assert seen() == []
         patch({"range_m": 500.0, "resolution_h_px": 100_000})
         assert seen() == ["identify"]
+        client.delete(url, headers=headers["admin"])
+        assert seen() == []
     finally:
         client.delete(url, headers=headers["admin"])
-    assert seen() == []
+        client.app.state.camera_sights = listening
 
 
 # A camera standing in county 433101 (吉首市) and variations of it, good and bad.
