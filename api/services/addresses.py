@@ -71,15 +71,22 @@ def load_address_matcher(engine: Engine) -> tuple[AddressMatcher, tuple[object, 
 
 class AddressBook:
     """The process's address matcher: built on first use, rebuilt when the gazetteer or
-    the divisions change (checked at most every `check_interval_s`)."""
+    the divisions change (checked at most every `check_interval_s`).
+
+    The check (counting the gazetteer: ~10 ms on the full demo) and any rebuild run in a
+    background thread that the first lookup after the interval starts; that lookup, and
+    every other, answers with the matcher at hand meanwhile. Made by a lookup, the check
+    was paid by one request in every 5 s of each process, and held the lookups behind it."""
 
     def __init__(self, engine: Engine, check_interval_s: float = 5.0) -> None:
         self._engine = engine
         self._interval = check_interval_s
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while the first matcher is built
+        self._checking = threading.Lock()  # held by the one check under way
         self._matcher: AddressMatcher | None = None
         self._fingerprint: tuple[object, ...] | None = None
         self._checked_at = 0.0
+        self._failing = False  # an outage is logged when it starts, not at every check
 
     def start(self) -> None:
         """Build the matcher now, in the background: built by the first address lookup
@@ -94,16 +101,46 @@ class AddressBook:
             log.warning("could not build the address matcher at start-up", exc_info=True)
 
     def matcher(self) -> AddressMatcher:
+        """The current matcher (built now if there is none yet); a check for changes is
+        started in the background when one is due."""
+        matcher = self._matcher
+        if matcher is None:
+            return self._first()
+        if time.monotonic() - self._checked_at >= self._interval and self._checking.acquire(
+            blocking=False
+        ):
+            threading.Thread(target=self._check, name="address-matcher-check", daemon=True).start()
+        return matcher
+
+    def _first(self) -> AddressMatcher:
         with self._lock:
-            now = time.monotonic()
-            if self._matcher is not None and now - self._checked_at < self._interval:
-                return self._matcher
-            self._checked_at = now
-            with self._engine.connect() as conn:
-                fingerprint = tuple(conn.execute(text(ADDRESS_FINGERPRINT_SQL)).one())
-            if self._matcher is None or fingerprint != self._fingerprint:
-                first = self._matcher is None
-                self._matcher, self._fingerprint = load_address_matcher(self._engine)
-                if first:
-                    freeze_long_lived()
+            if self._matcher is None:
+                matcher, fingerprint = load_address_matcher(self._engine)
+                self._matcher, self._fingerprint = matcher, fingerprint
+                self._checked_at = time.monotonic()
+                freeze_long_lived()
             return self._matcher
+
+    def _check(self) -> None:
+        """Rebuild the matcher if the gazetteer or the divisions changed (holding
+        `_checking`, which it releases)."""
+        try:
+            self.refresh_if_changed()
+            self._failing = False
+        except Exception:  # the database may be away a while; keep the matcher at hand
+            if not self._failing:
+                log.warning("address matcher check failed; keeping the current one", exc_info=True)
+            self._failing = True
+        finally:
+            self._checked_at = time.monotonic()
+            self._checking.release()
+
+    def refresh_if_changed(self) -> bool:
+        """Rebuild when the gazetteer or the divisions changed since the current matcher
+        was built; True if rebuilt."""
+        with self._engine.connect() as conn:
+            fingerprint = tuple(conn.execute(text(ADDRESS_FINGERPRINT_SQL)).one())
+        if fingerprint == self._fingerprint:
+            return False
+        self._matcher, self._fingerprint = load_address_matcher(self._engine)
+        return True
