@@ -31,7 +31,8 @@ from api.services.demo import load_demo
 from api.settings import get_settings
 
 GRIDCOVER = str(Path(sys.executable).with_name("gridcover"))
-# A full-scale server builds its grid index and address matcher before it answers /health.
+# How long a full-scale server may take to answer /health (its grid index, address matcher
+# and camera index are built in the background after that).
 SERVER_START_TIMEOUT_S = 120
 
 
