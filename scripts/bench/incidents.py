@@ -40,7 +40,17 @@ import httpx
 import numpy as np
 import psycopg
 import shapely
-from harness import Call, demo_database, open_loop, percentiles_ms, served, timed, wrk
+from harness import (
+    Call,
+    checkpoint,
+    demo_database,
+    open_loop,
+    percentiles_ms,
+    served,
+    settle_database,
+    timed,
+    wrk,
+)
 from sqlalchemy import text
 
 from api.auth import create_api_key
@@ -291,14 +301,9 @@ def bulk_import(engine, url: str, folder: Path) -> dict[str, float]:
 
 
 def settle(url: str) -> None:
-    """Flush what the bulk steps wrote (a checkpoint, when the role may ask for one) and
-    let other work on the machine calm down a moment, so that the next measurement does
-    not pay for the previous one."""
-    with (
-        psycopg.connect(libpq_url(url), autocommit=True) as conn,
-        contextlib.suppress(psycopg.errors.InsufficientPrivilege),
-    ):
-        conn.execute("CHECKPOINT")
+    """Flush what the bulk steps wrote and let other work on the machine calm down a
+    moment, so that the next measurement does not pay for the previous one."""
+    checkpoint(url)
     time.sleep(5)
 
 
@@ -329,10 +334,10 @@ def main() -> None:
             print("simulating a year of lifecycles ...", file=sys.stderr)
             with psycopg.connect(libpq_url(url), autocommit=True) as conn:
                 conn.execute(SIMULATE_LIFECYCLE)
-                # What autovacuum does after a while, for every table the import's delete
-                # and the simulation wrote: left to autovacuum, that work starts during the
-                # steady run, and its WAL holds the intakes' commits up for 100-300 ms.
-                conn.execute("VACUUM ANALYZE")
+            # Left to autovacuum, the vacuum after the import's delete and the simulation
+            # starts during the steady run, and its WAL holds the intakes' commits up for
+            # 100-300 ms.
+            settle_database(url)
             with engine.begin() as conn:
                 dispatcher = create_api_key(conn, "dispatcher", "bench")[1]
             bodies = intake_bodies(engine, 4000)
