@@ -94,6 +94,15 @@ def points_near_cameras(engine: Engine, n: int, seed: int = 5) -> list[tuple[flo
     )
 
 
+def camera_position(engine: Engine, camera_id: int) -> tuple[float, float]:
+    """The camera's EPSG:4546 position."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT ST_X(geom_m), ST_Y(geom_m) FROM camera WHERE id = :id"),
+            {"id": camera_id},
+        ).one()
+
+
 SET_STATUS = text("UPDATE camera SET status = :status WHERE id = :id")
 
 
@@ -155,10 +164,8 @@ def test_a_camera_written_by_hand_in_sql_is_seen_within_a_second(
 ):
     """Another process's write reaches this one by its notice, with no call here."""
     model = spare_cameras[0]
+    x, y = camera_position(demo_engine, model)
     with demo_engine.begin() as conn:
-        x, y = conn.execute(
-            text("SELECT ST_X(geom_m), ST_Y(geom_m) FROM camera WHERE id = :id"), {"id": model}
-        ).one()
         county = conn.execute(
             text("SELECT county_code FROM camera WHERE id = :id"), {"id": model}
         ).scalar_one()
@@ -214,11 +221,7 @@ def test_writes_here_hold_answers_until_read_and_others_do_not(demo_engine, spar
 
 def test_a_notice_that_is_no_list_of_ids_reads_everything(demo_engine, sights, spare_cameras):
     camera_id = spare_cameras[2]
-    with demo_engine.connect() as conn:
-        x, y = conn.execute(
-            text("SELECT ST_X(geom_m), ST_Y(geom_m) FROM camera WHERE id = :id"),
-            {"id": camera_id},
-        ).one()
+    x, y = camera_position(demo_engine, camera_id)
     with demo_engine.begin() as conn:
         conn.execute(SET_STATUS, {"id": camera_id, "status": "online"})
     wait_for(lambda: camera_id in [c["camera_id"] for c in sights.visible(x, y)])
@@ -260,11 +263,7 @@ def test_notices_missed_while_the_listener_was_away_are_read_after(
     demo_engine, sights, spare_cameras
 ):
     camera_id = spare_cameras[1]
-    with demo_engine.connect() as conn:
-        x, y = conn.execute(
-            text("SELECT ST_X(geom_m), ST_Y(geom_m) FROM camera WHERE id = :id"),
-            {"id": camera_id},
-        ).one()
+    x, y = camera_position(demo_engine, camera_id)
     with demo_engine.begin() as conn:
         conn.execute(
             text(

@@ -39,9 +39,11 @@ from api.embedded import EmbeddedCluster
 from api.migrate import upgrade
 from api.services import grids as grid_service
 from api.services.admin_areas import write_admin_areas
+from api.services.camera_sights import CAMERA_CHANGED_CHANNEL
 from api.services.cameras import EDITABLE as CAMERA_EDITABLE
 from api.services.cameras import create_camera
 from api.services.grids import GRID_KINDS, write_grids
+from api.services.lookup import GRID_CHANGED_CHANNEL
 from api.settings import Settings
 from geo.codes import make_gb28181
 from geo.reference import load_counties, load_prefecture
@@ -263,14 +265,15 @@ def worker_in_lookup(server: Server, world: World, lon: float, lat: float) -> st
     return response.json()["grid"]["worker_name"]
 
 
-def listening_sessions(engine: Engine) -> int:
-    """Sessions of the service listening for grid edits (their last statement was LISTEN)."""
+def listening_sessions(engine: Engine, channel: str = GRID_CHANGED_CHANNEL) -> int:
+    """Sessions of the service listening on `channel` (their last statement was LISTEN)."""
     with engine.connect() as conn:
         return conn.execute(
             text(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND query LIKE 'LISTEN %'"
-            )
+                "AND query = :listen"
+            ),
+            {"listen": f"LISTEN {channel}"},
         ).scalar_one()
 
 
@@ -308,8 +311,10 @@ def test_an_outage_answers_503_problems_at_once_and_the_service_recovers_by_itse
         response = served.send(call)[0]
         assert response.status_code == 200, (call.label, response.text)
     engine = world.engine  # its pooled connections died too
-    # the grid index listens for edits again, and an edit made elsewhere reaches lookups
+    # the grid index and the cameras listen for edits again, and an edit made elsewhere
+    # reaches lookups
     wait_until(lambda: listening_sessions(engine) == 1, within_s=5)
+    wait_until(lambda: listening_sessions(engine, CAMERA_CHANGED_CHANNEL) == 1, within_s=5)
     with engine.begin() as conn:
         grid_service.update_grid(
             conn, f"{VILLAGE_CODE}001", {"worker_name": "李四"}, None, None, "test"
