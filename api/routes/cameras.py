@@ -59,6 +59,11 @@ class CameraProperties(BaseModel):
     installed_at: datetime | None = None
 
 
+# Values that pass `CameraProperties` for its required fields, so that a PATCH's fields
+# can be checked alone; they are never stored.
+REQUIRED_STAND_INS = {"gb_id": "0" * 20, "name": "-", "kind": "bullet"}
+
+
 class CameraFeature(BaseModel):
     type: Literal["Feature"] = "Feature"
     geometry: dict[str, Any]
@@ -201,15 +206,12 @@ def patch_camera(
 ) -> GeoJSONResponse:
     refuse_uneditable(patch.properties, EDITABLE)
     point = _point(patch.geometry, coord_sys) if patch.geometry else None
+    # Only the fields given are checked (stand-ins fill the ones the model requires): a
+    # stored value that its display rounds (or an older rule allowed) never fails an edit
+    # that leaves it alone. They are merged with the row as it is once locked.
+    checked = validated(CameraProperties, REQUIRED_STAND_INS | patch.properties)
+    changes = {name: checked[name] for name in patch.properties}
     with request.app.state.engine.begin() as conn:
-        # The fields given are checked beside the ones the model requires, as stored: a
-        # stored value that its display rounds (or an older rule allowed) never fails an
-        # edit that leaves it alone. Only the fields given are passed on, to merge with
-        # the row as it is once locked.
-        current = read_camera(conn, camera_id)
-        required = {name: current[name] for name in ("gb_id", "name", "kind")}
-        checked = validated(CameraProperties, required | patch.properties)
-        changes = {name: checked[name] for name in patch.properties}
         row = update_camera(conn, camera_id, changes, point, if_match, admin.actor)
     cameras_written(request, [camera_id])
     return GeoJSONResponse(camera_feature(row), headers={"ETag": camera_etag(row)})

@@ -31,7 +31,9 @@ from api.services.coverage import (
     CAMERA_WRITE_LOCK_KEY,
     CAMERA_WRITE_LOCK_SQL,
     begin_camera_write,
+    finish_refresh,
     refresh_cameras,
+    start_refresh,
 )
 from api.services.validation import RowErrors, RowsRejected, unprintable
 from api.services.write_locks import write_lock_busy
@@ -429,9 +431,12 @@ def update_camera(
     edit = UPDATE_CAMERA_SQL if refresh else UPDATE_CAMERA_KEEPING_FOVS_SQL
     sql = edit.format(assignments="".join(f"{a}, " for a in assignments))
     driver = conn.connection.driver_connection
-    after = driver.cursor(row_factory=dict_row).execute(sql, params).fetchone()
-    if refresh:
-        refresh_cameras(conn, [camera_id])
+    with driver.pipeline():  # the edit and the refresh's first statements: one round trip
+        edited = driver.cursor(row_factory=dict_row).execute(sql, params)
+        started = start_refresh(driver, [camera_id]) if refresh else None
+    after = edited.fetchone()
+    if started is not None:
+        finish_refresh(conn, started)
     record_write(conn, actor, "update", "camera", camera_id, before=before, after=after)
     return after
 

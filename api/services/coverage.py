@@ -533,6 +533,16 @@ def _from_wkb(values: Sequence[Any]) -> np.ndarray:
     return shapely.from_wkb(wkb) if len(wkb) else np.zeros(0, dtype=object)
 
 
+@dataclass(frozen=True)
+class RefreshStart:
+    """The first statements of a refresh, sent (`start_refresh`) and not yet read."""
+
+    camera_ids: list[int]
+    deleting: bool
+    dropped: psycopg.Cursor[Any]
+    current: psycopg.Cursor[Any]
+
+
 def refresh_cameras(conn: Connection, camera_ids: Sequence[int], *, deleting: bool = False) -> int:
     """Bring FOVs and coverage up to date after `camera_ids` were created or changed in
     this transaction (or, with `deleting`, before they are deleted): their FOVs are
@@ -540,25 +550,43 @@ def refresh_cameras(conn: Connection, camera_ids: Sequence[int], *, deleting: bo
     camera reaching it, as a full recompute would; the incidents under those FOVs get
     their gap flags again. Returns the number of grids recomputed. The caller holds
     `begin_camera_write`."""
-    ids = sorted({int(i) for i in camera_ids})
     driver = conn.connection.driver_connection
+    with driver.pipeline():
+        started = start_refresh(driver, camera_ids, deleting=deleting)
+    return finish_refresh(conn, started)
+
+
+def start_refresh(
+    driver: psycopg.Connection, camera_ids: Sequence[int], *, deleting: bool = False
+) -> RefreshStart:
+    """Send the first statements of `refresh_cameras` without waiting for them: inside a
+    pipeline, a write just sent before them (a camera edit) shares their round trip. The
+    cameras must be written by then; `finish_refresh` does the rest."""
+    ids = sorted({int(i) for i in camera_ids})
     # An edit's statements are prepared (psycopg keeps them on the connection until a
     # rollback) with generic plans: planning them, a millisecond each, would cost more
     # than running them. An import's arrays are large enough to deserve a plan of their own.
     edit = len(ids) <= EDIT_CAMERAS
-    with driver.pipeline():
-        # an edit's queries are small: parallel workers (tens of ms to start) only slow
-        # them down, here and for the rest of the transaction
-        driver.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-        if edit:
-            driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        dropped = driver.execute(DROP_FOVS_SQL, {"ids": ids}, prepare=edit)
-        current = driver.execute(CAMERAS_BY_ID_SQL, {"ids": ids}, prepare=edit)
+    # an edit's queries are small: parallel workers (tens of ms to start) only slow
+    # them down, here and for the rest of the transaction
+    driver.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+    if edit:
+        driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    dropped = driver.execute(DROP_FOVS_SQL, {"ids": ids}, prepare=edit)
+    current = driver.execute(CAMERAS_BY_ID_SQL, {"ids": ids}, prepare=edit)
+    return RefreshStart(ids, deleting, dropped, current)
+
+
+def finish_refresh(conn: Connection, started: RefreshStart) -> int:
+    """`refresh_cameras` after `start_refresh`, once its pipeline has been synced."""
+    driver = conn.connection.driver_connection
+    edit = len(started.camera_ids) <= EDIT_CAMERAS
+    dropped, current = started.dropped, started.current
     old = dropped.fetchall()
     reach = [float(r) for r, _ in old]
     changed = list(_from_wkb([w for _, w in old]))
     fovs: Columns = {}
-    if not deleting:
+    if not started.deleting:
         cameras = _camera_columns(current.fetchall())
         fovs = fov_rows(fov_set(cameras), cameras)
         detect = fovs["level"] == DORI_LEVELS[0]
