@@ -420,6 +420,9 @@ class SightIndex:
     the square of side ``2 r`` centred on it, ``r`` its detect range (the longest);
     :meth:`sees` then decides with the exact geometry, so the index never adds or drops
     a camera. Cameras without a positive, finite detect range see nothing.
+
+    Fewer than ``tree_from`` cameras are scanned rather than put in an STRtree: a scan of
+    a few hundred costs microseconds, and building the tree costs more than that.
     """
 
     def __init__(
@@ -429,6 +432,8 @@ class SightIndex:
         azimuth_deg: ArrayLike,
         hfov_deg: ArrayLike,
         ranges_m: ArrayLike,
+        *,
+        tree_from: int = 1024,
     ):
         self.x_m = np.atleast_1d(np.asarray(x_m, dtype=np.float64))
         n = len(self.x_m)
@@ -437,11 +442,21 @@ class SightIndex:
         self.hfov_deg = np.broadcast_to(np.asarray(hfov_deg, dtype=np.float64), (n,))
         self.ranges_m = np.asarray(ranges_m, dtype=np.float64).reshape(n, len(DORI_LEVELS))
         reach = self.ranges_m[:, 0]
-        squares = shapely.box(
-            self.x_m - reach, self.y_m - reach, self.x_m + reach, self.y_m + reach
-        )
-        squares[~(np.isfinite(reach) & (reach > 0))] = None  # the tree skips them
-        self._tree = shapely.STRtree(squares)
+        # NaN and non-positive reaches: no square, so never a candidate
+        self._reach = np.where(np.isfinite(reach) & (reach > 0), reach, -np.inf)
+        self._tree = None
+        if n >= tree_from:
+            squares = shapely.box(
+                self.x_m - reach, self.y_m - reach, self.x_m + reach, self.y_m + reach
+            )
+            squares[np.isneginf(self._reach)] = None  # the tree skips them
+            self._tree = shapely.STRtree(squares)
+
+    def _candidates(self, px: float, py: float) -> NDArray[np.intp]:
+        if self._tree is not None:
+            return self._tree.query(shapely.Point(px, py))
+        x, y, r = self.x_m, self.y_m, self._reach  # the squares' corners, as the tree has them
+        return np.flatnonzero((x - r <= px) & (px <= x + r) & (y - r <= py) & (py <= y + r))
 
     def __len__(self) -> int:
         return len(self.x_m)
@@ -453,7 +468,7 @@ class SightIndex:
         ``(rows, distance_m, bearing_deg, level)``, rows into the arrays the index was
         built from, the rest as :func:`visible_from` gives them (bearing from true
         north, level an index into :data:`DORI_LEVELS`)."""
-        rows = self._tree.query(shapely.Point(px, py))
+        rows = self._candidates(px, py)
         if not len(rows):
             nothing = np.empty(0)
             return rows, nothing, nothing, np.empty(0, dtype=np.int64)

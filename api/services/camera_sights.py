@@ -22,6 +22,7 @@ than 200 cameras (`*`), everything is read again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterable
@@ -32,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import Engine, text
 
-from api.db import ChannelListener
+from api.db import ChannelListener, reads_only
 from geo.camera import ACTIVE_STATUSES, DORI_LEVELS, SightIndex, level_ranges_m
 
 log = logging.getLogger("gridcover.camera_sights")
@@ -78,6 +79,20 @@ class Sights:
         )
         return cls(np.array(ids, dtype=np.int64), np.array(gb_ids, dtype=object), index)
 
+    def rows_of(self, camera_ids: list[int]) -> NDArray[np.intp]:
+        """The rows of those of `camera_ids` that are here."""
+        ids = np.asarray(camera_ids, dtype=np.int64)
+        if not len(self.camera_id):
+            return np.zeros(0, dtype=np.intp)
+        order = self._id_order
+        found = np.searchsorted(self.camera_id, ids, sorter=order)
+        rows = order[np.minimum(found, len(order) - 1)]
+        return rows[self.camera_id[rows] == ids]
+
+    @functools.cached_property
+    def _id_order(self) -> NDArray[np.intp]:
+        return np.argsort(self.camera_id)
+
     def merged(self, hidden: NDArray[np.bool_], newer: Sights) -> Sights:
         """These cameras but the `hidden` ones, and `newer`'s, in one new index."""
         keep = ~hidden
@@ -112,6 +127,7 @@ class CameraSights:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reader = reads_only(engine)  # no BEGIN/ROLLBACK round trips around a read
         self._state: _State | None = None
         # Marks are numbered. What is still to be read: camera id -> the number of the mark
         # that asked for it, and the number of the last mark asking for everything (0:
@@ -182,16 +198,17 @@ class CameraSights:
                         del self._pending[camera_id]
 
     def _read_all(self) -> _State:
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(text(SIGHT_SQL), {"active": sorted(ACTIVE_STATUSES)}).all()
         return _fresh(Sights.from_rows(rows))
 
     def _read_again(self, state: _State, ids: list[int]) -> _State:
         params = {"active": sorted(ACTIVE_STATUSES), "ids": ids}
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(text(SIGHT_BY_ID_SQL), params).all()
         recent_rows = state.recent_rows | dict.fromkeys(ids) | {row[0]: row for row in rows}
-        hidden = np.isin(state.main.camera_id, list(recent_rows))
+        hidden = state.hidden.copy()
+        hidden[state.main.rows_of(ids)] = True
         recent = Sights.from_rows([row for row in recent_rows.values() if row is not None])
         if len(recent_rows) >= MERGE_AT_CAMERAS:
             return _fresh(state.main.merged(hidden, recent))

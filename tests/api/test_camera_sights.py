@@ -259,6 +259,35 @@ def test_many_small_changes_merge_into_one_index_with_the_same_answers(
     assert [answer(found, x, y) for x, y in points] == exact_answers(demo_engine, points)
 
 
+def test_cameras_read_again_replace_their_old_rows_before_any_merge(demo_engine, spare_cameras):
+    """Between merges the cameras read again answer in place of their old rows: turned,
+    gone offline, or never in the index at all (an id that no camera has)."""
+    found = CameraSights(demo_engine)
+    found.catch_up()
+    turned = spare_cameras[10:22]
+    # rings around each camera turned, where its old and new sectors lie
+    ring = np.radians(np.arange(0, 360, 30))
+    points = [
+        (x + 15 * np.sin(a), y + 15 * np.cos(a))
+        for x, y in (camera_position(demo_engine, i) for i in turned)
+        for a in ring
+    ]
+    with demo_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE camera SET azimuth_deg = mod((azimuth_deg + 120)::numeric, 360), "
+                "status = CASE WHEN id % 4 = 0 THEN 'offline' ELSE 'online' END "
+                "WHERE id = ANY(:ids)"
+            ),
+            {"ids": turned},
+        )
+    for camera_id in [*turned, 10**12]:
+        found.changed([camera_id])
+        found.catch_up()
+    assert len(found._state.recent_rows) == len(turned) + 1  # no merge yet
+    assert [answer(found, x, y) for x, y in points] == exact_answers(demo_engine, points)
+
+
 def test_notices_missed_while_the_listener_was_away_are_read_after(
     demo_engine, sights, spare_cameras
 ):

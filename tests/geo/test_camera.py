@@ -220,10 +220,11 @@ def test_visible_from_agrees_with_polygons(azimuth, hfov, radius, dist_frac, bea
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(0, 40))
-def test_sight_index_finds_what_every_camera_checked_finds(seed, n):
+@given(st.integers(0, 2**32 - 1), st.integers(0, 40), st.sampled_from([0, 2**31]))
+def test_sight_index_finds_what_every_camera_checked_finds(seed, n, tree_from):
     """The index only picks candidates: over any cameras (some with no range) and any
-    point, it answers exactly what `visible_from` answers over all of them."""
+    point, it answers exactly what `visible_from` answers over all of them, whether it
+    scans its cameras or searches a tree of them."""
     rng = np.random.default_rng(seed)
     cx, cy = X0 + rng.uniform(-300, 300, n), Y0 + rng.uniform(-300, 300, n)
     az, hfov = rng.uniform(0, 360, n), rng.choice([30.0, 90.0, 200.0, 360.0], n)
@@ -236,7 +237,7 @@ def test_sight_index_finds_what_every_camera_checked_finds(seed, n):
         reach = np.nan_to_num(detect[pick]) * rng.choice([0.5, 1.0], 30)
         px, py = cx[pick] + reach * np.sin(along), cy[pick] + reach * np.cos(along)
         points += zip(px.tolist(), py.tolist(), strict=True)
-    index = SightIndex(cx, cy, az, hfov, ranges)
+    index = SightIndex(cx, cy, az, hfov, ranges, tree_from=tree_from)
     for x, y in points:
         rows, distance, bearing, level = index.sees(x, y)
         d_all, b_all, l_all = visible_from(x, y, cx, cy, az, hfov, ranges)
