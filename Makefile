@@ -14,7 +14,8 @@ PORT ?= 8000
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gridcover needs Python >= 3.11: set PYTHON=/path/to/python3.11")'
-	$(PYTHON) -m venv $(VENV)
+	@# an existing env keeps its interpreter (`make clean` to change it)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)

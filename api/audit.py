@@ -14,6 +14,13 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, text
 
+# psycopg's parameter style: the statement also goes into pipelines (`audit_statement`)
+AUDIT_INSERT_SQL = (
+    "INSERT INTO audit_log (actor, action, entity, entity_id, before, after) "
+    "VALUES (%(actor)s, %(action)s, %(entity)s, %(entity_id)s, "
+    "%(before)s::jsonb, %(after)s::jsonb)"
+)
+
 
 def record_write(
     conn: Connection,
@@ -25,21 +32,29 @@ def record_write(
     after: dict[str, Any] | None = None,
 ) -> None:
     """Append an audit row inside the caller's transaction, so it lands only with the write."""
-    conn.execute(
-        text(
-            "INSERT INTO audit_log (actor, action, entity, entity_id, before, after) "
-            "VALUES (:actor, :action, :entity, :entity_id, "
-            "CAST(:before AS jsonb), CAST(:after AS jsonb))"
-        ),
-        {
-            "actor": actor,
-            "action": action,
-            "entity": entity,
-            "entity_id": None if entity_id is None else str(entity_id),
-            "before": _json(before),
-            "after": _json(after),
-        },
+    conn.connection.driver_connection.execute(
+        *audit_statement(actor, action, entity, entity_id, before, after)
     )
+
+
+def audit_statement(
+    actor: str,
+    action: str,
+    entity: str,
+    entity_id: object,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The statement `record_write` runs and its parameters, for a caller that sends it
+    along with others in one round trip."""
+    return AUDIT_INSERT_SQL, {
+        "actor": actor,
+        "action": action,
+        "entity": entity,
+        "entity_id": None if entity_id is None else str(entity_id),
+        "before": _json(before),
+        "after": _json(after),
+    }
 
 
 def _json(value: dict[str, Any] | None) -> str | None:

@@ -24,7 +24,7 @@ import shapely
 from psycopg.rows import dict_row
 from sqlalchemy import Connection, text
 
-from api.audit import record_write
+from api.audit import audit_statement, record_write
 from api.errors import Problem
 from api.services.bulk import copy_frame, select_columns
 from api.services.coverage import (
@@ -435,9 +435,11 @@ def update_camera(
         edited = driver.cursor(row_factory=dict_row).execute(sql, params)
         started = start_refresh(driver, [camera_id]) if refresh else None
     after = edited.fetchone()
+    audit = audit_statement(actor, "update", "camera", camera_id, before=before, after=after)
     if started is not None:
-        finish_refresh(conn, started)
-    record_write(conn, actor, "update", "camera", camera_id, before=before, after=after)
+        finish_refresh(conn, started, along=[audit])
+    else:
+        driver.execute(*audit)
     return after
 
 

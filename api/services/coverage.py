@@ -577,8 +577,11 @@ def start_refresh(
     return RefreshStart(ids, deleting, dropped, current)
 
 
-def finish_refresh(conn: Connection, started: RefreshStart) -> int:
-    """`refresh_cameras` after `start_refresh`, once its pipeline has been synced."""
+def finish_refresh(
+    conn: Connection, started: RefreshStart, along: Sequence[tuple[str, dict[str, Any]]] = ()
+) -> int:
+    """`refresh_cameras` after `start_refresh`, once its pipeline has been synced. The
+    statements `along` (an audit row, say) are sent with the refresh's reads."""
     driver = conn.connection.driver_connection
     edit = len(started.camera_ids) <= EDIT_CAMERAS
     dropped, current = started.dropped, started.current
@@ -592,14 +595,18 @@ def finish_refresh(conn: Connection, started: RefreshStart) -> int:
         detect = fovs["level"] == DORI_LEVELS[0]
         reach += fovs["range_m"][detect].tolist()
         changed += fovs["geom_m"][detect].tolist()
-    if not changed:
-        return 0  # cameras that cover nothing before and after (offline, say)
+    if not changed:  # cameras that cover nothing before and after (offline, say)
+        for statement in along:
+            driver.execute(*statement)
+        return 0
     polygons = np.array(changed, dtype=object)
     pad = ARC_PAD_SHARE * max(reach) + 0.01
     bounds = shapely.bounds(polygons)
     touched = {"fovs": _wkb_list(polygons), "pad": pad}
     with driver.pipeline():
         # sent at once: the server runs them while the H3 cells are found here
+        for statement in along:
+            driver.execute(*statement)
         if len(fovs.get("camera_id", ())):
             driver.execute(INSERT_FOVS_SQL, _fov_params(fovs), prepare=edit)
         grid_rows = driver.execute(FOV_ZONE.grids, touched, prepare=edit)

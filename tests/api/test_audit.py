@@ -162,6 +162,27 @@ def test_a_camera_s_history_reads_newest_first_with_what_changed(demo, auditor):
     assert {e["actor"] for e in entries} == {actor}
 
 
+def test_each_kind_of_camera_edit_is_logged(demo, auditor):
+    """Renamed (its FOVs stay), turned (FOVs and coverage recomputed) and turned while
+    offline (nothing covered before or after): each edit leaves its row."""
+    headers, _ = auditor
+    created = demo.send(ROUTES[("POST", "/v1/cameras")][0].make(demo), headers).json()
+    path = f"/v1/cameras/{created['id']}"
+    edits = [
+        {"name": "南门球机"},
+        {"azimuth_deg": 90.0},
+        {"status": "offline"},
+        {"azimuth_deg": 270.0},
+    ]
+    for properties in edits:
+        response = demo.send(Call("PATCH", path, json={"properties": properties}), headers)
+        assert response.is_success, response.text
+    page = read(demo, auditor, entity="camera", entity_id=str(created["id"]), action="update")
+    after = [entry["after"] for entry in reversed(page["entries"])]
+    assert len(after) == len(edits)
+    assert [{name: a[name] for name in edit} for a, edit in zip(after, edits, strict=True)] == edits
+
+
 def test_a_key_s_creation_and_revocation_are_logged_with_its_state(demo, auditor):
     headers, actor = auditor
     body = {"name": "巡查终端", "role": "dispatcher"}
