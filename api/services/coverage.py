@@ -410,7 +410,9 @@ RANGE_SLACK_M = 1.0
 EDIT_CAMERAS = 10
 
 # An edit's statements go to psycopg directly, the independent ones in one pipeline (one
-# round trip): a camera edit must answer within tens of milliseconds.
+# round trip): a camera edit must answer within tens of milliseconds. Arrays of WKB go as
+# binary parameters (`%(...)b`): as text, each polygon's bytes are hex-encoded here and
+# decoded by the server.
 # The detect FOVs (the widest) the cameras had before this write; all their levels go.
 DROP_FOVS_SQL = """
 WITH gone AS (
@@ -420,7 +422,7 @@ SELECT range_m, ST_AsBinary(geom_m) FROM gone WHERE level = 'detect'
 """
 # The current grids within `pad` of one of the changed FOV polygons (WKB, EPSG:4546).
 FOV_ZONE_SQL = """
-SELECT g.id FROM unnest(%(fovs)s::bytea[]) AS f(wkb)
+SELECT g.id FROM unnest(%(fovs)b::bytea[]) AS f(wkb)
 JOIN grid g ON ST_DWithin(g.geom_m, ST_GeomFromWKB(f.wkb, 4546), %(pad)s)
 WHERE g.valid_to IS NULL
 """
@@ -457,7 +459,7 @@ WHERE id IN (
     FROM (
         SELECT geom_m FROM grid WHERE id IN ({zone_sql})
         UNION ALL
-        SELECT ST_GeomFromWKB(h.wkb, 4546) FROM unnest(%(cells)s::bytea[]) AS h(wkb)
+        SELECT ST_GeomFromWKB(h.wkb, 4546) FROM unnest(%(cells)b::bytea[]) AS h(wkb)
     ) zone
     JOIN camera c ON ST_DWithin(c.geom_m, zone.geom_m, (
         SELECT max(range_m) FROM camera_fov WHERE level = 'detect') + %(slack)s)
@@ -519,7 +521,7 @@ INSERT_FOVS_SQL = """
 INSERT INTO camera_fov (camera_id, camera_version, level, range_m, geom_m)
 SELECT camera_id, camera_version, level, range_m, ST_GeomFromEWKB(geom_m)
 FROM unnest(%(camera_id)s::int8[], %(camera_version)s::int4[], %(level)s::text[],
-            %(range_m)s::float4[], %(geom_m)s::bytea[])
+            %(range_m)s::float4[], %(geom_m)b::bytea[])
      AS f(camera_id, camera_version, level, range_m, geom_m)
 """
 
