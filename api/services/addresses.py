@@ -94,6 +94,11 @@ class AddressBook:
         thread on the GIL). A database not there yet leaves it to that first lookup."""
         threading.Thread(target=self._build_quietly, name="address-matcher", daemon=True).start()
 
+    @property
+    def ready(self) -> bool:
+        """Whether the matcher is built (address lookups then never wait for it)."""
+        return self._matcher is not None
+
     def _build_quietly(self) -> None:
         try:
             self.matcher()

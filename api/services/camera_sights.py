@@ -145,6 +145,11 @@ class CameraSights:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def ready(self) -> bool:
+        """Whether the cameras have been read once."""
+        return self._state is not None
+
     # -- answers -------------------------------------------------------------------------
     def visible(self, x_m: float, y_m: float) -> list[dict[str, Any]] | None:
         """The cameras that see the EPSG:4546 point, best level first, then nearest (then by
