@@ -163,14 +163,15 @@ def test_a_replacement_connection_that_dies_too_is_a_503(database_url, settings)
         with TestClient(create_app(settings, engine)) as client:
             assert client.get(audit, headers=headers).status_code == 200
             assert engine.pool.checkedin() >= 1
-            # the server ends the pooled sessions, then every new one at once
+            # the server ends every new session at once (runs before the pool's own check
+            # of each connection it hands out; first, so that no background thread of the
+            # app can put a sound new one in the pool meanwhile), then the pooled ones
+            event.listen(engine, "checkout", end_before_first_use, insert=True)
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND application_name = 'gridcover'"
             )
             time.sleep(0.5)
-            # runs before the pool's own check of each connection it hands out
-            event.listen(engine, "checkout", end_before_first_use, insert=True)
             response = client.get(audit, headers=headers)
     finally:
         admin.close()
