@@ -540,6 +540,7 @@ class RefreshStart:
     """The first statements of a refresh, sent (`start_refresh`) and not yet read."""
 
     camera_ids: list[int]
+    edit: bool  # a few cameras (`EDIT_CAMERAS`): prepared statements with generic plans
     deleting: bool
     dropped: psycopg.Cursor[Any]
     current: psycopg.Cursor[Any]
@@ -576,7 +577,7 @@ def start_refresh(
         driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")
     dropped = driver.execute(DROP_FOVS_SQL, {"ids": ids}, prepare=edit)
     current = driver.execute(CAMERAS_BY_ID_SQL, {"ids": ids}, prepare=edit)
-    return RefreshStart(ids, deleting, dropped, current)
+    return RefreshStart(ids, edit, deleting, dropped, current)
 
 
 def finish_refresh(
@@ -585,8 +586,7 @@ def finish_refresh(
     """`refresh_cameras` after `start_refresh`, once its pipeline has been synced. The
     statements `along` (an audit row, say) are sent with the refresh's reads."""
     driver = conn.connection.driver_connection
-    edit = len(started.camera_ids) <= EDIT_CAMERAS
-    dropped, current = started.dropped, started.current
+    edit, dropped, current = started.edit, started.dropped, started.current
     old = dropped.fetchall()
     reach = [float(r) for r, _ in old]
     changed = list(_from_wkb([w for _, w in old]))
