@@ -347,16 +347,17 @@ def test_a_restart_between_requests_fails_none_of_them(
     assert statuses == [(call.label, 200) for call in probes * 2]
 
 
+# Idle sessions of the service other than LISTENers and the asking one.
+IDLE_SERVICE_SESSIONS = (
+    "FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND application_name = 'gridcover' "
+    "AND state = 'idle' AND query NOT LIKE 'LISTEN %'"
+)
+
+
 def idle_service_sessions(engine: Engine) -> int:
-    """Idle sessions of the service other than LISTENers and the asking one."""
     with engine.connect() as conn:
-        return conn.execute(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND application_name = 'gridcover' "
-                "AND state = 'idle' AND query NOT LIKE 'LISTEN %'"
-            )
-        ).scalar_one()
+        return conn.execute(text(f"SELECT count(*) {IDLE_SERVICE_SESSIONS}")).scalar_one()
 
 
 def test_sessions_the_server_ended_while_idle_fail_no_request(world: World, served: Server):
@@ -379,9 +380,7 @@ def test_sessions_the_server_ended_while_idle_fail_no_request(world: World, serv
         ended = conn.execute(
             text(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) "
-                "FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND application_name = 'gridcover' "
-                "AND state = 'idle' AND query NOT LIKE 'LISTEN %'"
+                + IDLE_SERVICE_SESSIONS
             )
         ).scalar_one()
     assert ended >= 2
